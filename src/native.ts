@@ -1,0 +1,171 @@
+/**
+ * Loads the N-API addon (`native/sd_handoff.cc`) and gives it one typed interface.
+ *
+ * The addon does only the system calls Node lacks (sendmsg/recvmsg with SCM_RIGHTS and SCM_CREDENTIALS, abstract
+ * unix addresses, fstat/getsockopt/getsockname on an arbitrary fd, fcntl, memfd_create + seals, SO_PEERCRED).
+ * Everything above that (parsing, framing, policy) is TypeScript. On failure the addon throws
+ * {@link SdHandoffError} instances (it is handed the class once at load) carrying `errno`, `syscall` and the fd
+ * or path; the errno name is computed here with `util.getSystemErrorName()` so the addon needs no newer glibc.
+ *
+ * On an OS other than Linux nothing is loaded: {@link nativeAvailable} is false and {@link native} throws
+ * `SDH_UNSUPPORTED_PLATFORM`, so importing the package never fails.
+ */
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { SdHandoffError, sdError } from './errors.js';
+
+/** What {@link NativeAddon.describe} reports of a file descriptor. */
+export interface FdInfo {
+  fd: number;
+  /** File type from fstat: 'socket', 'file', 'dir', 'fifo', 'chr', 'blk', 'link' or 'unknown' (epoll/eventfd fds are 'unknown'). */
+  kind: 'socket' | 'file' | 'dir' | 'fifo' | 'chr' | 'blk' | 'link' | 'unknown';
+  dev: bigint;
+  ino: bigint;
+  /** For sockets only (undefined otherwise). */
+  type?: 'stream' | 'dgram' | 'seqpacket' | 'raw' | 'unknown';
+  family?: 'inet' | 'inet6' | 'unix' | 'other';
+  protocol?: number;
+  /** SO_ACCEPTCONN. */
+  listening?: boolean;
+  /** Local address: IP text for inet/inet6, socket path for unix (abstract names start with '@', '' if unnamed). */
+  address?: string;
+  /** Local port for inet/inet6. */
+  port?: number;
+}
+
+/** Unix credentials of a peer (SO_PEERCRED) or of a datagram's sender (SCM_CREDENTIALS). */
+export interface Credentials {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** A message received with {@link NativeAddon.recvMsg} or {@link NativeAddon.recvDatagram}. */
+export interface Received {
+  /** The bytes read. For a stream socket, an empty buffer with no fds means end of file. */
+  data: Buffer;
+  /** Received fds, already CLOEXEC (MSG_CMSG_CLOEXEC). */
+  fds: number[];
+  /** Sender credentials, when the socket has SO_PASSCRED and the kernel attached them. */
+  cred?: Credentials;
+  /** True when the data or control part was truncated (MSG_TRUNC / MSG_CTRUNC). */
+  truncated: boolean;
+}
+
+/** The addon's exports. Every function throws {@link SdHandoffError} on a failed system call. */
+export interface NativeAddon {
+  /** Called once by the loader: the class the addon throws. */
+  setErrorClass(ctor: typeof SdHandoffError): void;
+
+  /**
+   * Sends one datagram (SOCK_DGRAM) to the unix socket `path` ('@name' = abstract, exact address length),
+   * with `fds` attached as SCM_RIGHTS (at most 253). Opens and closes its own CLOEXEC socket. Returns bytes sent.
+   * `sndbuf`, if given, raises SO_SNDBUF first (journald entries can be large).
+   */
+  sendDatagram(path: string, data: Buffer, fds: number[], sndbuf?: number): number;
+
+  /** Creates an unbound AF_UNIX SOCK_DGRAM socket (CLOEXEC) to send from with {@link sendTo}. */
+  dgramSocket(sndbuf?: number): number;
+  /** sendmsg on `sock` to `path` (as in sendDatagram). `dontwait` adds MSG_DONTWAIT (EAGAIN is then thrown). */
+  sendTo(sock: number, path: string, data: Buffer, fds: number[], dontwait: boolean): number;
+
+  /**
+   * Creates an AF_UNIX SOCK_DGRAM socket bound to `path` ('@name' = abstract), CLOEXEC, with SO_PASSCRED when
+   * `passcred`. A path socket is not unlinked first: an existing file gives EADDRINUSE.
+   */
+  bindDgram(path: string, passcred: boolean): number;
+  /**
+   * Waits up to `timeoutMs` (on the libuv thread pool, poll + recvmsg) for one datagram on `fd`.
+   * Resolves null on timeout.
+   */
+  recvDatagram(fd: number, maxBytes: number, maxFds: number, timeoutMs: number): Promise<Received | null>;
+
+  /** Creates a connected AF_UNIX SOCK_STREAM pair, both CLOEXEC. */
+  socketpair(): [number, number];
+  /** Connects a new AF_UNIX SOCK_STREAM socket (CLOEXEC, blocking) to `path` ('@name' = abstract). */
+  connectUnix(path: string): number;
+  /**
+   * sendmsg on a connected stream socket: all of `data` (looping on partial writes, polling on EAGAIN up to
+   * `timeoutMs`) with `fds` (at most 253) attached to the first byte. Runs on the thread pool.
+   */
+  sendMsg(fd: number, data: Buffer, fds: number[], timeoutMs: number): Promise<number>;
+  /**
+   * recvmsg on a connected stream socket: waits up to `timeoutMs` for readability, then reads at most
+   * `maxBytes` bytes and `maxFds` fds. Rejects with errno ETIMEDOUT (syscall "poll") on timeout.
+   */
+  recvMsg(fd: number, maxBytes: number, maxFds: number, timeoutMs: number): Promise<Received>;
+
+  /** fstat + getsockopt(SO_TYPE, SO_DOMAIN, SO_PROTOCOL, SO_ACCEPTCONN) + getsockname. Throws EBADF for a closed fd. */
+  describe(fd: number): FdInfo;
+  /** fstat device and inode. */
+  fstat(fd: number): { dev: bigint; ino: bigint; mode: number };
+  getCloexec(fd: number): boolean;
+  setCloexec(fd: number, on: boolean): void;
+  /** F_DUPFD_CLOEXEC (lowest free fd >= `min`, default 3). */
+  dup(fd: number, min?: number): number;
+  close(fd: number): void;
+  /** memfd_create(name, MFD_CLOEXEC|MFD_ALLOW_SEALING), writes `data`, seals SHRINK|GROW|WRITE|SEAL. Returns the fd. */
+  memfdSealed(name: string, data: Buffer): number;
+  /** SO_PEERCRED of a connected unix socket. */
+  peerCred(fd: number): Credentials;
+  /** Sets or clears O_NONBLOCK. */
+  setNonblock(fd: number, on: boolean): void;
+}
+
+let loaded: NativeAddon | undefined;
+let loadError: SdHandoffError | undefined;
+
+/** Directory of the package root (works from `src/` under tsx and from `dist/`). */
+const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Paths tried, in order. `SD_HANDOFF_NATIVE` (a full path to the .node file) goes first when set. */
+export function candidatePaths(env: NodeJS.ProcessEnv = process.env): string[] {
+  const list = [
+    path.join(packageRoot, 'build', 'Release', 'sd_handoff.node'),
+    path.join(packageRoot, 'build', 'Debug', 'sd_handoff.node'),
+  ];
+  const override = env.SD_HANDOFF_NATIVE;
+  return override ? [override, ...list] : list;
+}
+
+function load(): NativeAddon {
+  if (loaded) return loaded;
+  if (loadError) throw loadError;
+  if (process.platform !== 'linux') {
+    loadError = sdError('SDH_UNSUPPORTED_PLATFORM', `sd-handoff's systemd features need Linux; this is ${process.platform}`);
+    throw loadError;
+  }
+  const require = createRequire(import.meta.url);
+  const tried: string[] = [];
+  for (const candidate of candidatePaths()) {
+    try {
+      const addon = require(candidate) as NativeAddon;
+      addon.setErrorClass(SdHandoffError);
+      loaded = addon;
+      return addon;
+    } catch (err) {
+      tried.push(`  ${candidate}: ${(err as Error).message.split('\n')[0]}`);
+    }
+  }
+  loadError = sdError(
+    'SDH_NATIVE_UNAVAILABLE',
+    `could not load the sd-handoff native addon (run \`npm rebuild sd-handoff\`); tried:\n${tried.join('\n')}`,
+  );
+  throw loadError;
+}
+
+/** True when the addon is (or can be) loaded: Linux with a built addon. Never throws. */
+export function nativeAvailable(): boolean {
+  try {
+    load();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The loaded addon. Throws SDH_UNSUPPORTED_PLATFORM off Linux, SDH_NATIVE_UNAVAILABLE when it cannot load. */
+export function native(): NativeAddon {
+  return load();
+}
