@@ -1,0 +1,17 @@
+/**
+ * sd-handoff: zero-downtime upgrades, reloads and restarts for Node.js services under systemd.
+ * This module only re-exports the public surface.
+ */
+export { SdHandoffError, ERROR_CODES, type ErrorCode } from './errors.js';
+export {
+  listenFds,
+  serverFromFd,
+  socketFromFd,
+  LISTEN_FDS_START,
+  type ListenFd,
+  type ListenFdsOptions,
+  type ServerFromFdOptions,
+  type SocketFromFdOptions,
+} from './activation.js';
+export * as notify from './notify.js';
+export { nativeAvailable, type FdInfo, type Credentials } from './native.js';
