@@ -15,3 +15,16 @@ export {
 } from './activation.js';
 export * as notify from './notify.js';
 export { nativeAvailable, type FdInfo, type Credentials } from './native.js';
+export {
+  Upgrader,
+  State,
+  controlRequest,
+  type UpgraderOptions,
+  type UpgradeResult,
+  type ListenOptions,
+  type UpgradeLogEntry,
+  type StreamAddress,
+  type PacketAddress,
+} from './upgrade/index.js';
+export { drain, drainNet, trackConnections, type DrainOptions, type DrainReport, type DrainNetOptions, type DrainNetReport } from './drain.js';
+export { writePidFile, readPidFile } from './pidfile.js';

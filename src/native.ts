@@ -111,6 +111,16 @@ export interface NativeAddon {
   peerCred(fd: number): Credentials;
   /** Sets or clears O_NONBLOCK. */
   setNonblock(fd: number, on: boolean): void;
+  /** dup2(oldfd, newfd) then clears FD_CLOEXEC on newfd unless `cloexec` (used to move stdout/stderr). */
+  dup2(oldfd: number, newfd: number, cloexec?: boolean): void;
+  /**
+   * Creates a listening AF_UNIX SOCK_STREAM socket (CLOEXEC) at `path` ('@name' = abstract): socket, bind,
+   * chmod to `mode` when >= 0 and the path is not abstract (before listen, so no client connects earlier), listen.
+   * A path whose file exists but accepts no connection (a stale socket) is unlinked first; a live one gives
+   * EADDRINUSE. Node binds unix paths itself, but then libuv unlinks the path when the server closes, which must not
+   * happen to a socket handed over to a new process.
+   */
+  listenUnix(path: string, backlog: number, mode: number): number;
 }
 
 let loaded: NativeAddon | undefined;

@@ -48,6 +48,8 @@ export function fakeAddon(fds: Record<number, Partial<FdInfo>> = {}): NativeAddo
     memfdSealed: unsupported('memfdSealed'),
     peerCred: unsupported('peerCred'),
     setNonblock: unsupported('setNonblock'),
+    dup2: unsupported('dup2'),
+    listenUnix: unsupported('listenUnix'),
   };
 }
 

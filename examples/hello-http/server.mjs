@@ -1,0 +1,68 @@
+#!/usr/bin/env node
+// hello-http: the reference service of sd-handoff (and the benchmark's target).
+//
+//   GET /      -> 200 "hello from <pid>"
+//   GET /slow  -> 200 after 3 s
+//
+// Listens on the socket named "http" passed by systemd (socket activation or the fd store) or by the upgrading
+// parent, else binds HOST:PORT (default 127.0.0.1:8080). Upgrades itself on SIGHUP (or through the control socket
+// at $SDH_CONTROL_SOCKET) with zero dropped requests; writes its PID file at $PIDFILE before it reports ready.
+//
+// Environment:
+//   PORT, HOST        where to bind when no socket is passed
+//   PIDFILE           PID file path (what PIDFile= reads)
+//   BALLAST_MB        MiB of memory each process holds (touched, so it is resident), to measure upgrade memory
+//   FDSTORE=1         keep the listener in systemd's fd store (survives systemctl restart and crashes)
+//   DRAIN_TIMEOUT_MS  how long the old version may drain (default 30000)
+//   UPGRADE_TIMEOUT_MS how long a new version may take to become ready (default 60000)
+//   HELLO_FAIL_FILE   if this file exists at start-up, exit with status 3 before ready (fault injection)
+//   HELLO_HANG_FILE   if this file exists at start-up, never become ready (fault injection)
+import { existsSync } from 'node:fs';
+import http from 'node:http';
+import { Upgrader } from 'sd-handoff';
+
+const env = process.env;
+const intEnv = (name, fallback) => {
+  const v = env[name];
+  if (v === undefined || v === '') return fallback;
+  if (!/^\d+$/.test(v)) {
+    console.error(`hello-http: ${name}=${JSON.stringify(v)} is not a non-negative integer`);
+    process.exit(2);
+  }
+  return Number(v);
+};
+
+const ballastMb = intEnv('BALLAST_MB', 0);
+// Touched page by page so the memory is resident, as a real heap would be.
+const ballast = ballastMb > 0 ? Buffer.alloc(ballastMb * 1024 * 1024, 1) : undefined;
+
+if (env.HELLO_FAIL_FILE && existsSync(env.HELLO_FAIL_FILE)) {
+  console.error(`hello-http ${process.pid}: ${env.HELLO_FAIL_FILE} exists: failing on purpose before ready`);
+  process.exit(3);
+}
+
+const upg = await Upgrader.create({
+  pidFile: env.PIDFILE || undefined,
+  drainTimeoutMs: intEnv('DRAIN_TIMEOUT_MS', 30_000),
+  upgradeTimeoutMs: intEnv('UPGRADE_TIMEOUT_MS', 60_000),
+  fdStore: env.FDSTORE === '1',
+});
+
+const server = http.createServer((req, res) => {
+  if (req.url === '/slow') {
+    setTimeout(() => res.end(`slow hello from ${process.pid}\n`), 3000);
+    return;
+  }
+  res.end(`hello from ${process.pid}${ballast ? ` (${ballastMb} MiB)` : ''}\n`);
+});
+
+await upg.listen('http', { port: intEnv('PORT', 8080), host: env.HOST || '127.0.0.1' }, { server });
+
+if (env.HELLO_HANG_FILE && existsSync(env.HELLO_HANG_FILE)) {
+  console.error(`hello-http ${process.pid}: ${env.HELLO_HANG_FILE} exists: never becoming ready`);
+  await new Promise(() => {});
+}
+
+await upg.ready(`hello-http serving on ${JSON.stringify(server.address())}`);
+console.log(`hello-http ${process.pid} ready`);
+upg.on('exiting', () => console.log(`hello-http ${process.pid} exiting`));

@@ -1,0 +1,165 @@
+/**
+ * The control socket: a unix stream socket (mode 0600) through which a command asks the running service for an
+ * upgrade and waits for its result. This is what makes `systemctl reload` honest on systemd < 253: with
+ * `ExecReload=sd-handoff upgrade`, the reload job lasts as long as the upgrade and fails when it fails.
+ *
+ * Protocol: one JSON request per line (`{"cmd":"upgrade"}` or `{"cmd":"status"}`), one JSON answer per line
+ * (`{"ok":true,...}` or `{"ok":false,"code":"SDH_UPGRADE_FAILED","error":"..."}`). A peer is accepted only when its
+ * SO_PEERCRED uid is root or the service's own uid.
+ */
+import net from 'node:net';
+import { SdHandoffError, sdError, show } from '../errors.js';
+import type { NativeAddon } from '../native.js';
+import { lineReader } from './protocol.js';
+
+type Handler = () => Promise<Record<string, unknown>>;
+
+export interface ControlServerOptions {
+  /** The listening unix socket fd. */
+  fd: number;
+  addon: NativeAddon;
+  /** The uid allowed besides root. */
+  allowedUid: number;
+  handlers: Record<string, Handler>;
+  log: (message: string) => void;
+}
+
+/** Serves the control socket. */
+export class ControlServer {
+  readonly #server: net.Server;
+  readonly #sockets = new Set<net.Socket>();
+
+  constructor(private readonly options: ControlServerOptions) {
+    // pauseOnConnect: nothing is read before the peer's credentials are checked.
+    this.#server = net.createServer({ pauseOnConnect: true }, (socket) => this.#accept(socket));
+    this.#server.on('error', (err) => options.log(`control socket error: ${err.message}`));
+  }
+
+  start(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen({ fd: this.options.fd, backlog: 16 }, () => {
+        this.#server.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  #accept(socket: net.Socket): void {
+    const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    let cred: { pid: number; uid: number } | undefined;
+    try {
+      if (fd !== undefined) cred = this.options.addon.peerCred(fd);
+    } catch {
+      cred = undefined;
+    }
+    if (!cred || (cred.uid !== 0 && cred.uid !== this.options.allowedUid)) {
+      this.options.log(`control socket: refused a peer (${cred ? `pid ${cred.pid} uid ${cred.uid}` : 'no credentials'})`);
+      socket.end(`${JSON.stringify({ ok: false, code: 'SDH_PERMISSION', error: 'not allowed: only root and the service user may control it' })}\n`);
+      return;
+    }
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
+    socket.on('error', () => {});
+    socket.on(
+      'data',
+      lineReader(
+        (msg) => void this.#handle(socket, msg),
+        (line) => this.#answer(socket, { ok: false, code: 'SDH_PROTOCOL', error: `not a JSON request: ${show(line)}` }),
+      ),
+    );
+    socket.resume();
+  }
+
+  async #handle(socket: net.Socket, msg: unknown): Promise<void> {
+    const cmd = (msg as { cmd?: unknown } | null)?.cmd;
+    const handler = typeof cmd === 'string' ? this.options.handlers[cmd] : undefined;
+    if (!handler) {
+      this.#answer(socket, { ok: false, code: 'SDH_PROTOCOL', error: `unknown command ${show(cmd)}; known: ${Object.keys(this.options.handlers).join(', ')}` });
+      return;
+    }
+    try {
+      this.#answer(socket, { ok: true, ...(await handler()) });
+    } catch (err) {
+      const e = err as SdHandoffError;
+      this.#answer(socket, { ok: false, code: e.code ?? 'SDH_SYSCALL', error: e.message });
+    }
+  }
+
+  /** One request per connection: answer, then end it. */
+  #answer(socket: net.Socket, answer: Record<string, unknown>): void {
+    if (!socket.writable) return;
+    socket.end(`${JSON.stringify(answer)}\n`);
+  }
+
+  /** Stops accepting; waits (bounded) for the connections under way, which are waiting for an answer. */
+  close(timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        for (const s of this.#sockets) s.destroy();
+        resolve();
+      }, timeoutMs);
+      timer.unref();
+      // Resolves once every connection has had its answer and closed (the one that asked for this upgrade too).
+      this.#server.close(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+}
+
+/** Options of {@link controlRequest}. */
+export interface ControlRequestOptions {
+  /** How long to wait for the answer (default 120 000 ms). */
+  timeoutMs?: number;
+}
+
+/**
+ * Sends one request to a service's control socket and resolves with its answer. Rejects with SDH_TIMEOUT, with
+ * the connection error (code ENOENT / ECONNREFUSED / EACCES, path set), or with the error the service reported
+ * (its code kept).
+ */
+export function controlRequest(path: string, cmd: string, options: ControlRequestOptions = {}): Promise<Record<string, unknown>> {
+  const timeoutMs = options.timeoutMs ?? 120_000;
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ path });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(sdError('SDH_TIMEOUT', `no answer from the control socket ${path} within ${timeoutMs} ms`, { path, timeoutMs }));
+    }, timeoutMs);
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(
+        new SdHandoffError(`cannot reach the control socket`, {
+          errno: typeof err.errno === 'number' ? Math.abs(err.errno) : undefined,
+          syscall: err.syscall ?? 'connect',
+          path,
+          cause: err,
+        }),
+      );
+    });
+    socket.on(
+      'data',
+      lineReader(
+        (msg) => {
+          clearTimeout(timer);
+          socket.end();
+          const m = msg as { ok?: boolean; code?: string; error?: string };
+          if (m.ok) resolve(msg as Record<string, unknown>);
+          else reject(new SdHandoffError(m.error ?? 'the service reported an error', { code: (m.code as 'SDH_UPGRADE_FAILED') ?? 'SDH_PROTOCOL', path }));
+        },
+        (line) => {
+          clearTimeout(timer);
+          socket.destroy();
+          reject(sdError('SDH_PROTOCOL', `the control socket answered ${show(line)}`, { path }));
+        },
+      ),
+    );
+    socket.once('end', () => {
+      clearTimeout(timer);
+      reject(sdError('SDH_PROTOCOL', `the control socket ${path} closed without answering`, { path }));
+    });
+    socket.write(`${JSON.stringify({ cmd })}\n`);
+  });
+}

@@ -1,0 +1,118 @@
+/**
+ * The private protocol between an upgrading process and the new process it spawns.
+ *
+ * The parent passes everything through `child_process.spawn`'s `stdio` array (Node dups each fd into the child
+ * with CLOEXEC cleared) and describes the layout in one environment variable, `SDH_UPGRADE`, holding JSON:
+ *
+ *   fd 0        the parent's stdin
+ *   fd 1, 2     pipes to the parent, which forwards them to its own stdout/stderr and keeps the last lines, so a
+ *               new version that dies before it is ready is reported with what it printed
+ *   fd 3        the channel: a unix stream socket carrying newline-delimited JSON messages
+ *   fd 4, 5     the parent's own stdout and stderr (the journal stream under systemd); the child moves them onto
+ *               1 and 2 once it is the main process, so nothing it prints is lost when the parent exits
+ *   fd 6...     the listeners, in the order of `fds` (each with its name)
+ *
+ * `parent` must equal the child's parent pid, as `LISTEN_PID` must equal ours for systemd's fds: a grandchild
+ * that inherited the variable by accident ignores it. The child unsets the variable once read.
+ */
+import { sdError, show } from '../errors.js';
+
+/** Name of the environment variable carrying the {@link UpgradeEnv}. */
+export const UPGRADE_ENV = 'SDH_UPGRADE';
+/** Protocol version; a child refuses any other. */
+export const PROTOCOL_VERSION = 1;
+/** Fd numbers in the child (see the module comment). */
+export const CHANNEL_FD = 3;
+export const STDOUT_FD = 4;
+export const STDERR_FD = 5;
+export const FIRST_LISTENER_FD = 6;
+
+/** What the child learns from `SDH_UPGRADE`. */
+export interface UpgradeEnv {
+  v: number;
+  /** The parent's pid. */
+  parent: number;
+  /** Listener names, in fd order from {@link FIRST_LISTENER_FD}. */
+  names: string[];
+  /** The upgrade's id (for logs). */
+  id: string;
+}
+
+/** Messages on the channel. */
+export type ChildMessage = { t: 'ready'; pid: number } | { t: 'failed'; reason: string };
+export type ParentMessage = { t: 'handover' } | { t: 'abort'; reason: string };
+
+/** Parses and checks `SDH_UPGRADE`; undefined when unset or meant for another process. */
+export function parseUpgradeEnv(text: string | undefined, ppid: number): UpgradeEnv | undefined {
+  if (text === undefined || text === '') return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw sdError('SDH_INVALID_ENV', `${UPGRADE_ENV}=${show(text.slice(0, 80))} is not JSON`, { variable: UPGRADE_ENV, value: text });
+  }
+  const env = value as Partial<UpgradeEnv>;
+  if (
+    typeof env !== 'object' ||
+    env === null ||
+    typeof env.v !== 'number' ||
+    typeof env.parent !== 'number' ||
+    !Array.isArray(env.names) ||
+    !env.names.every((n) => typeof n === 'string') ||
+    typeof env.id !== 'string'
+  ) {
+    throw sdError('SDH_INVALID_ENV', `${UPGRADE_ENV}=${show(text.slice(0, 80))} is not an upgrade description`, { variable: UPGRADE_ENV, value: text });
+  }
+  if (env.v !== PROTOCOL_VERSION) {
+    throw sdError('SDH_PROTOCOL', `${UPGRADE_ENV} speaks protocol ${env.v}; this sd-handoff speaks ${PROTOCOL_VERSION}`, { variable: UPGRADE_ENV });
+  }
+  if (env.parent !== ppid) return undefined;
+  return env as UpgradeEnv;
+}
+
+/** Splits a byte stream into newline-delimited JSON messages. */
+export function lineReader(onMessage: (msg: unknown) => void, onBad: (line: string) => void): (chunk: Buffer) => void {
+  let pending = '';
+  return (chunk) => {
+    pending += chunk.toString('utf8');
+    let nl: number;
+    while ((nl = pending.indexOf('\n')) >= 0) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      if (!line) continue;
+      try {
+        onMessage(JSON.parse(line));
+      } catch {
+        onBad(line);
+      }
+    }
+    if (pending.length > 65536) {
+      onBad(pending.slice(0, 80));
+      pending = '';
+    }
+  };
+}
+
+/** Keeps the last lines a process printed, bounded in count and size. */
+export class TailBuffer {
+  readonly #lines: string[] = [];
+  #partial = '';
+  constructor(
+    readonly maxLines = 20,
+    readonly maxLineLength = 500,
+  ) {}
+
+  push(chunk: Buffer | string): void {
+    const text = this.#partial + chunk.toString();
+    const parts = text.split('\n');
+    this.#partial = (parts.pop() ?? '').slice(-this.maxLineLength);
+    for (const p of parts) {
+      this.#lines.push(p.length > this.maxLineLength ? `${p.slice(0, this.maxLineLength)}...` : p);
+      if (this.#lines.length > this.maxLines) this.#lines.shift();
+    }
+  }
+
+  lines(): string[] {
+    return this.#partial ? [...this.#lines, this.#partial].slice(-this.maxLines) : [...this.#lines];
+  }
+}

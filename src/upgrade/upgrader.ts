@@ -1,0 +1,770 @@
+/**
+ * The Upgrader: zero-downtime upgrades of a running service, the way Cloudflare's tableflip does them, told to
+ * systemd as it happens.
+ *
+ * An upgrade spawns the next version of the program with every listener (by name), waits until it reports ready,
+ * hands the main-process role over to it, then lets the old process drain its connections and exit:
+ *
+ *   old (main)                                      new
+ *   RELOADING=1 + MONOTONIC_USEC  ─ spawn ─────────▶ Upgrader.create(): takes the listeners by name
+ *                                                   listen() ... serve
+ *                                                   ready(): writes the PID file (atomically), then says "ready"
+ *   MAINPID=<new> + READY=1 ◀──── "ready" ───────── (waits)
+ *   "handover" ──────────────────────────────────▶  moves stdout/stderr to the journal stream; is now main
+ *   drain (Connection: close, idle grace) and exit
+ *
+ * Every notification is sent by the process that is main at that moment, so it works with the default
+ * `NotifyAccess=main`. A new version that exits, crashes or does not become ready within `upgradeTimeoutMs` is
+ * reported (exit code or signal and the last lines it printed); the old process keeps serving and still sends
+ * `READY=1` (with a `STATUS=` saying what failed), because `RELOADING=1` never followed by `READY=1` leaves a
+ * systemd reload job stuck for good.
+ *
+ * Triggers: the upgrade signals (default SIGHUP: `ExecReload=kill -HUP $MAINPID`, or `Type=notify-reload`), the
+ * control socket (`sd-handoff upgrade`, which waits for the result and exits non-zero on failure), or a call to
+ * {@link Upgrader.upgrade}.
+ *
+ * Reads `SDH_UPGRADE` (unset once read), `SDH_CONTROL_SOCKET`, and through the helpers it uses `LISTEN_*`,
+ * `NOTIFY_SOCKET` and `WATCHDOG_*`.
+ */
+import { spawn as nodeSpawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import type dgram from 'node:dgram';
+import http from 'node:http';
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { randomUUID } from 'node:crypto';
+import { listenFds } from '../activation.js';
+import { drain, drainNet, trackConnections } from '../drain.js';
+import { SdHandoffError, sdError, show } from '../errors.js';
+import { native, type NativeAddon } from '../native.js';
+import { Notifier, defaultNotifier } from '../notify.js';
+import { checkPidFilePath, removePidFile, writePidFile } from '../pidfile.js';
+import { ControlServer } from './control.js';
+import {
+  bindPacket,
+  bindStream,
+  checkStreamAddress,
+  ListenerSet,
+  servePacket,
+  serveStream,
+  type HeldFd,
+  type PacketAddress,
+  type StreamAddress,
+} from './listeners.js';
+import {
+  CHANNEL_FD,
+  FIRST_LISTENER_FD,
+  lineReader,
+  parseUpgradeEnv,
+  PROTOCOL_VERSION,
+  STDERR_FD,
+  STDOUT_FD,
+  TailBuffer,
+  UPGRADE_ENV,
+  type ParentMessage,
+  type UpgradeEnv,
+} from './protocol.js';
+
+/** The Upgrader's states. */
+export const State = {
+  /** Created, not yet ready (a new process waiting to take over, or the first process starting). */
+  STARTING: 'starting',
+  /** The main process, serving. */
+  READY: 'ready',
+  /** Spawned a new version and waits for it. */
+  UPGRADING: 'upgrading',
+  /** Handed over to the new version; draining and about to exit. */
+  DRAINING: 'draining',
+  /** Stopping for good (SIGTERM, stop()). */
+  STOPPING: 'stopping',
+  /** Stopped. */
+  STOPPED: 'stopped',
+} as const;
+export type StateName = (typeof State)[keyof typeof State];
+
+/** Reserved listener name of the control socket. */
+export const CONTROL_LISTENER = 'sdh-control';
+
+/** A structured log entry of the Upgrader (field names are stable: see docs/events.md). */
+export interface UpgradeLogEntry {
+  /** syslog priority: 3 error, 4 warning, 5 notice, 6 info, 7 debug. */
+  priority: number;
+  message: string;
+  /** `SDH_EVENT`: upgrade-started, upgrade-ready, upgrade-failed, draining, drained, stopping, stopped... */
+  event: string;
+  [field: string]: unknown;
+}
+
+/** Options of {@link Upgrader.create}. Every option is checked at creation. */
+export interface UpgraderOptions {
+  /** PID file to write (atomically) before readiness, as `PIDFile=` reads it. */
+  pidFile?: string;
+  /** How long a new version may take to become ready (default 60 000 ms). */
+  upgradeTimeoutMs?: number;
+  /** How long the old process may drain before remaining connections are closed (default 30 000 ms). */
+  drainTimeoutMs?: number;
+  /** How long an idle keep-alive connection is kept open while draining (default 1 000 ms). */
+  drainGraceMs?: number;
+  /** Program to start as the new version (default: this Node binary). */
+  command?: string;
+  /** Its arguments (default: this process's `execArgv` and `argv`, so the same script starts again). */
+  args?: string[];
+  /** Working directory of the new version (default: this process's, read at upgrade time). */
+  cwd?: string;
+  /** Signals that start an upgrade (default `['SIGHUP']`; `[]` for none). */
+  upgradeSignals?: NodeJS.Signals[];
+  /** Signals that stop gracefully: drain, then exit 0 (default `['SIGTERM']`; `[]` for none). */
+  stopSignals?: NodeJS.Signals[];
+  /** Signals that stop fast: close everything, exit 0 (default `['SIGINT']`; `[]` for none). */
+  fastStopSignals?: NodeJS.Signals[];
+  /** Path of the control socket (unix, mode 0600) that `sd-handoff upgrade` talks to (default `$SDH_CONTROL_SOCKET`). */
+  controlSocket?: string;
+  /** Keep every listener in systemd's fd store too, so it survives `systemctl restart` and crashes (default false). */
+  fdStore?: boolean;
+  /** Exit the process (status 0) once the old version has drained (default true). */
+  exitWhenDrained?: boolean;
+  /** Receives the structured log entries (default: stderr lines with `<N>` priority prefixes). */
+  log?: (entry: UpgradeLogEntry) => void;
+
+  /** @internal Injected world, for tests. */
+  env?: NodeJS.ProcessEnv;
+  /** @internal */
+  pid?: number;
+  /** @internal */
+  ppid?: number;
+  /** @internal */
+  notifier?: Notifier;
+  /** @internal */
+  addon?: NativeAddon;
+  /** @internal */
+  spawn?: (command: string, args: string[], options: SpawnOptions) => ChildProcess;
+  /** @internal */
+  exit?: (code: number) => void;
+}
+
+/** What a successful upgrade returns. */
+export interface UpgradeResult {
+  /** The new main pid. */
+  pid: number;
+  /** This (old) process's pid. */
+  oldPid: number;
+  /** From the trigger to the new version reporting ready. */
+  durationMs: number;
+}
+
+/** Options of {@link Upgrader.listen}. */
+export interface ListenOptions<S extends net.Server> {
+  /** listen(2) backlog (default: the kernel's SOMAXCONN, systemd's default). */
+  backlog?: number;
+  /** The server to serve the listener with (an `http.Server`...); default a new `net.Server`. */
+  server?: S;
+  /** File mode of a unix path socket bound fresh (default: from the umask). */
+  mode?: number;
+}
+
+/** One upgrade under way. */
+interface UpgradeRun {
+  promise: Promise<UpgradeResult>;
+  child?: ChildProcess;
+  /** Kills the new version and rejects the upgrade with `err` (used by stop()). */
+  abort?: (err: Error) => void;
+}
+
+interface Served {
+  held: HeldFd;
+  server?: net.Server;
+  socket?: dgram.Socket;
+}
+
+const DEFAULTS = { upgradeTimeoutMs: 60_000, drainTimeoutMs: 30_000, drainGraceMs: 1000 };
+
+function checkMs(options: Record<string, unknown>, name: string, fallback: number): number {
+  const v = options[name];
+  if (v === undefined) return fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
+    throw sdError('SDH_INVALID_OPTION', `${name} must be a positive number of milliseconds, got ${show(v)}`, { option: name, value: v });
+  }
+  return v;
+}
+
+function checkSignals(options: Record<string, unknown>, name: string, fallback: NodeJS.Signals[]): NodeJS.Signals[] {
+  const v = options[name];
+  if (v === undefined) return fallback;
+  if (!Array.isArray(v) || !v.every((s) => typeof s === 'string' && /^SIG[A-Z0-9]+$/.test(s))) {
+    throw sdError('SDH_INVALID_OPTION', `${name} must be an array of signal names like "SIGHUP", got ${show(v)}`, { option: name, value: v });
+  }
+  return v as NodeJS.Signals[];
+}
+
+function checkOptions(options: UpgraderOptions): void {
+  const known = new Set([
+    'pidFile', 'upgradeTimeoutMs', 'drainTimeoutMs', 'drainGraceMs', 'command', 'args', 'cwd', 'upgradeSignals', 'stopSignals',
+    'fastStopSignals', 'controlSocket', 'fdStore', 'exitWhenDrained', 'log', 'env', 'pid', 'ppid', 'notifier', 'addon', 'spawn', 'exit',
+  ]);
+  if (typeof options !== 'object' || options === null) throw sdError('SDH_INVALID_OPTION', `options must be an object, got ${show(options)}`);
+  for (const key of Object.keys(options)) {
+    if (!known.has(key)) throw sdError('SDH_INVALID_OPTION', `unknown option ${show(key)}`, { option: key });
+  }
+  if (options.pidFile !== undefined) checkPidFilePath(options.pidFile);
+  if (options.controlSocket !== undefined) checkPidFilePath(options.controlSocket, 'controlSocket');
+  if (options.command !== undefined && (typeof options.command !== 'string' || options.command === '')) {
+    throw sdError('SDH_INVALID_OPTION', `command must be a non-empty string, got ${show(options.command)}`, { option: 'command' });
+  }
+  if (options.args !== undefined && (!Array.isArray(options.args) || !options.args.every((a) => typeof a === 'string'))) {
+    throw sdError('SDH_INVALID_OPTION', `args must be an array of strings, got ${show(options.args)}`, { option: 'args' });
+  }
+  if (options.cwd !== undefined && typeof options.cwd !== 'string') {
+    throw sdError('SDH_INVALID_OPTION', `cwd must be a string, got ${show(options.cwd)}`, { option: 'cwd' });
+  }
+  for (const b of ['fdStore', 'exitWhenDrained'] as const) {
+    if (options[b] !== undefined && typeof options[b] !== 'boolean') {
+      throw sdError('SDH_INVALID_OPTION', `${b} must be a boolean, got ${show(options[b])}`, { option: b });
+    }
+  }
+  if (options.log !== undefined && typeof options.log !== 'function') {
+    throw sdError('SDH_INVALID_OPTION', `log must be a function, got ${show(typeof options.log)}`, { option: 'log' });
+  }
+}
+
+/** Default log sink: one line on stderr with the syslog priority prefix that `SyslogLevelPrefix=` reads. */
+function stderrLog(entry: UpgradeLogEntry): void {
+  const prefix = process.env.JOURNAL_STREAM ? `<${entry.priority}>` : `sd-handoff[${process.pid}]: `;
+  process.stderr.write(`${prefix}${entry.message}\n`);
+}
+
+/**
+ * Upgrades a running service without dropping a connection. Create one per process with {@link Upgrader.create},
+ * take every listener through {@link Upgrader.listen} / {@link Upgrader.listenPacket}, then call
+ * {@link Upgrader.ready}. Events: `'upgrade'` (started), `'upgraded'` ({@link UpgradeResult}), `'upgrade-failed'`
+ * (error), `'exiting'` (this old process must stop), `'drained'`.
+ */
+export class Upgrader extends EventEmitter {
+  #state: StateName = State.STARTING;
+  readonly #o: Required<Pick<UpgraderOptions, 'upgradeTimeoutMs' | 'drainTimeoutMs' | 'drainGraceMs' | 'fdStore' | 'exitWhenDrained'>> &
+    UpgraderOptions;
+  readonly #env: NodeJS.ProcessEnv;
+  readonly #pid: number;
+  readonly #addon: NativeAddon;
+  readonly #notifier: Notifier;
+  readonly #listeners: ListenerSet;
+  readonly #served: Served[] = [];
+  readonly #log: (entry: UpgradeLogEntry) => void;
+  readonly #exit: (code: number) => void;
+  readonly #upgradeEnv: UpgradeEnv | undefined;
+  #channel: net.Socket | undefined;
+  #control: ControlServer | undefined;
+  #readyPromise: Promise<void> | undefined;
+  #currentUpgrade: UpgradeRun | undefined;
+  #stopPromise: Promise<void> | undefined;
+  #exitingResolve!: () => void;
+  readonly #signalHandlers: Array<[NodeJS.Signals, () => void]> = [];
+  /** The last upgrade's outcome, for status reports. */
+  lastUpgrade: { ok: boolean; at: string; pid?: number; durationMs?: number; error?: string } | undefined;
+
+  /** Resolves when this process must go: it handed over to a new version, or it is stopping. */
+  readonly exiting: Promise<void>;
+
+  private constructor(options: UpgraderOptions) {
+    super();
+    this.#o = {
+      ...options,
+      upgradeTimeoutMs: checkMs(options as Record<string, unknown>, 'upgradeTimeoutMs', DEFAULTS.upgradeTimeoutMs),
+      drainTimeoutMs: checkMs(options as Record<string, unknown>, 'drainTimeoutMs', DEFAULTS.drainTimeoutMs),
+      drainGraceMs: checkMs(options as Record<string, unknown>, 'drainGraceMs', DEFAULTS.drainGraceMs),
+      fdStore: options.fdStore ?? false,
+      exitWhenDrained: options.exitWhenDrained ?? true,
+    };
+    this.#env = options.env ?? process.env;
+    this.#pid = options.pid ?? process.pid;
+    this.#addon = options.addon ?? native();
+    this.#notifier = options.notifier ?? (options.env ? new Notifier({ env: options.env, pid: this.#pid }) : defaultNotifier);
+    this.#listeners = new ListenerSet(this.#addon);
+    this.#log = options.log ?? stderrLog;
+    this.#exit = options.exit ?? ((code) => process.exit(code));
+    this.exiting = new Promise<void>((resolve) => (this.#exitingResolve = resolve));
+
+    const upgradeText = this.#env[UPGRADE_ENV];
+    delete this.#env[UPGRADE_ENV];
+    this.#upgradeEnv = parseUpgradeEnv(upgradeText, options.ppid ?? process.ppid);
+  }
+
+  /**
+   * Creates the process's Upgrader: in a process started by an upgrade it takes the parent's listeners and
+   * channel; otherwise it takes systemd's fds (`LISTEN_FDS`). Binds the control socket when one is configured.
+   * Installs the signal handlers.
+   */
+  static async create(options: UpgraderOptions = {}): Promise<Upgrader> {
+    checkOptions(options);
+    const upg = new Upgrader(options);
+    upg.#adoptFds();
+    await upg.#startControl();
+    upg.#installSignals();
+    return upg;
+  }
+
+  /** The current state (see {@link State}). */
+  get state(): StateName {
+    return this.#state;
+  }
+
+  /** True in a process started by an upgrade (until it took over). */
+  get isUpgradeChild(): boolean {
+    return this.#upgradeEnv !== undefined;
+  }
+
+  #adoptFds(): void {
+    const up = this.#upgradeEnv;
+    if (up) {
+      for (const fd of [CHANNEL_FD, STDOUT_FD, STDERR_FD]) this.#addon.setCloexec(fd, true);
+      this.#listeners.adopt(
+        up.names.map((name, i) => {
+          const fd = FIRST_LISTENER_FD + i;
+          this.#addon.setCloexec(fd, true);
+          return { name, fd, info: this.#addon.describe(fd), origin: 'parent' as const };
+        }),
+      );
+      this.#channel = new net.Socket({ fd: CHANNEL_FD, readable: true, writable: true });
+      this.#channel.on('error', () => {});
+      return;
+    }
+    const fds = listenFds({ env: this.#env, pid: this.#pid, addon: this.#addon });
+    this.#listeners.adopt(fds.map((f) => ({ name: f.name, fd: f.fd, info: f.info, origin: 'systemd' as const })));
+  }
+
+  async #startControl(): Promise<void> {
+    const path = this.#o.controlSocket ?? this.#env.SDH_CONTROL_SOCKET;
+    if (!path) return;
+    checkPidFilePath(path, 'controlSocket');
+    let held = this.#listeners.claim(CONTROL_LISTENER, 'stream', { path });
+    if (!held) {
+      const fd = this.#addon.listenUnix(path, 16, 0o600);
+      held = this.#listeners.addFresh(CONTROL_LISTENER, fd, this.#addon.describe(fd));
+    }
+    this.#control = new ControlServer({
+      fd: held.fd,
+      addon: this.#addon,
+      allowedUid: process.getuid?.() ?? 0,
+      handlers: {
+        upgrade: async () => {
+          const r = await this.upgrade();
+          return { ...r };
+        },
+        status: async () => ({ pid: this.#pid, state: this.#state, lastUpgrade: this.lastUpgrade ?? null }),
+      },
+      log: (message) => this.#emitLog({ priority: 4, event: 'control', message }),
+    });
+    await this.#control.start();
+    this.#served.push({ held });
+  }
+
+  #installSignals(): void {
+    const on = (sig: NodeJS.Signals, fn: () => void): void => {
+      process.on(sig, fn);
+      this.#signalHandlers.push([sig, fn]);
+    };
+    for (const sig of checkSignals(this.#o as unknown as Record<string, unknown>, 'upgradeSignals', ['SIGHUP'])) {
+      on(sig, () => {
+        this.upgrade().catch(() => {
+          /* logged by upgrade() */
+        });
+      });
+    }
+    for (const sig of checkSignals(this.#o as unknown as Record<string, unknown>, 'stopSignals', ['SIGTERM'])) {
+      on(sig, () => {
+        if (this.#state === State.DRAINING) return; // already on its way out; the drain is bounded
+        if (this.#stopPromise) {
+          this.#emitLog({ priority: 4, event: 'stop-forced', message: `${sig} again: stopping now` });
+          this.#exit(0);
+          return;
+        }
+        this.stop().then(
+          () => this.#exit(0),
+          () => this.#exit(1),
+        );
+      });
+    }
+    for (const sig of checkSignals(this.#o as unknown as Record<string, unknown>, 'fastStopSignals', ['SIGINT'])) {
+      on(sig, () => {
+        this.#emitLog({ priority: 5, event: 'stop-fast', message: `${sig}: fast stop` });
+        if (!this.#upgradeEnv || !this.#channel) this.#notifier.stopping(`fast stop (${sig})`);
+        for (const s of this.#served) {
+          s.server?.close();
+          s.socket?.close();
+        }
+        if (this.#o.pidFile) removePidFile(this.#o.pidFile, this.#pid);
+        this.#exit(0);
+      });
+    }
+  }
+
+  #removeSignals(): void {
+    for (const [sig, fn] of this.#signalHandlers.splice(0)) process.off(sig, fn);
+  }
+
+  #emitLog(entry: UpgradeLogEntry): void {
+    try {
+      this.#log({ pid: this.#pid, ...entry });
+    } catch {
+      /* a broken log sink must not break an upgrade */
+    }
+  }
+
+  /**
+   * Returns a listening server for `name`: the parent's listener of that name during an upgrade, else systemd's
+   * (socket activation or fd store, matched by name, or by address when exactly one unnamed fd has it), else one
+   * bound fresh at `address`. Pass your `http.Server` as `options.server` so it is drained without resets.
+   */
+  async listen<S extends net.Server = net.Server>(name: string, address: StreamAddress, options: ListenOptions<S> = {}): Promise<S> {
+    this.#checkOpen('listen');
+    const addr = checkStreamAddress(address);
+    if (name === CONTROL_LISTENER) throw sdError('SDH_INVALID_NAME', `listener name ${show(name)} is reserved`, { name });
+    if (options.backlog !== undefined && (!Number.isInteger(options.backlog) || options.backlog < 1)) {
+      throw sdError('SDH_INVALID_OPTION', `backlog must be a positive integer, got ${show(options.backlog)}`, { option: 'backlog', value: options.backlog });
+    }
+    if (options.server !== undefined && !(options.server instanceof net.Server)) {
+      throw sdError('SDH_INVALID_OPTION', `server must be a net.Server (or http.Server), got ${show(typeof options.server)}`, { option: 'server' });
+    }
+    let held = this.#listeners.claim(name, 'stream', addr);
+    if (!held) {
+      const fd = await bindStream(addr, options.backlog ?? 511, this.#addon, options.mode);
+      held = this.#listeners.addFresh(name, fd, this.#addon.describe(fd));
+    }
+    const server = (options.server ?? net.createServer()) as S;
+    trackConnections(server);
+    await serveStream(held.fd, options.backlog, server);
+    this.#served.push({ held, server });
+    return server;
+  }
+
+  /** Like {@link listen}, for UDP: returns a bound `dgram.Socket`. */
+  async listenPacket(name: string, address: PacketAddress): Promise<dgram.Socket> {
+    this.#checkOpen('listenPacket');
+    const a = address as Partial<PacketAddress> | null;
+    if (typeof a !== 'object' || a === null || typeof a.port !== 'number' || !Number.isInteger(a.port) || a.port < 0 || a.port > 65535) {
+      throw sdError('SDH_INVALID_OPTION', `address must be { port, host?, type? } with port 0..65535, got ${show(address)}`, { option: 'address' });
+    }
+    let held = this.#listeners.claim(name, 'packet', address);
+    if (!held) {
+      const fd = await bindPacket(address, this.#addon);
+      held = this.#listeners.addFresh(name, fd, this.#addon.describe(fd));
+    }
+    const socket = await servePacket(held.fd, held.info);
+    this.#served.push({ held, socket });
+    return socket;
+  }
+
+  #checkOpen(what: string): void {
+    if (this.#state !== State.STARTING && this.#state !== State.READY) {
+      throw sdError('SDH_STOPPED', `${what}() called while the Upgrader is ${this.#state}`, { state: this.#state });
+    }
+  }
+
+  /**
+   * Declares this process ready: closes inherited fds nobody claimed, writes the PID file, and either tells
+   * systemd `READY=1` (first process) or tells the upgrading parent, waits until it handed `MAINPID` over, and
+   * becomes the main process. Runs once however often it is called.
+   */
+  ready(status?: string): Promise<void> {
+    this.#readyPromise ??= this.#ready(status);
+    return this.#readyPromise;
+  }
+
+  async #ready(status?: string): Promise<void> {
+    if (this.#state !== State.STARTING) throw sdError('SDH_STOPPED', `ready() called while the Upgrader is ${this.#state}`);
+    const closed = this.#listeners.closeUnclaimed();
+    if (closed.length) {
+      this.#emitLog({ priority: 5, event: 'unclaimed-closed', message: `closed ${closed.length} inherited fd(s) nobody claimed: ${closed.map((c) => c.name).join(', ')}` });
+    }
+    if (this.#o.pidFile) writePidFile(this.#o.pidFile, this.#pid);
+    if (this.#channel) await this.#becomeMain();
+    this.#state = State.READY;
+    if (this.#o.fdStore) for (const h of this.#listeners.claimed()) this.#notifier.fdStore(h.name, [h.fd]);
+    if (this.#upgradeEnv) this.#notifier.startWatchdog();
+    else this.#notifier.ready(status ?? `serving ${this.#listeners.claimed().length} listener(s)`);
+  }
+
+  /** Child side: report ready, wait for the handover, then take stdout/stderr over. */
+  async #becomeMain(): Promise<void> {
+    const channel = this.#channel!;
+    const answer = new Promise<ParentMessage>((resolve, reject) => {
+      const onEnd = (): void => reject(sdError('SDH_PROTOCOL', 'the upgrading parent closed the channel before handing over'));
+      channel.on(
+        'data',
+        lineReader(
+          (msg) => {
+            channel.off('end', onEnd);
+            resolve(msg as ParentMessage);
+          },
+          (line) => reject(sdError('SDH_PROTOCOL', `unexpected message from the upgrading parent: ${show(line)}`)),
+        ),
+      );
+      channel.once('end', onEnd);
+      channel.once('close', onEnd);
+    });
+    channel.write(`${JSON.stringify({ t: 'ready', pid: this.#pid })}\n`);
+    const msg = await answer;
+    if (msg.t !== 'handover') {
+      throw sdError('SDH_UPGRADE_FAILED', `the upgrading parent refused the handover: ${msg.t === 'abort' ? msg.reason : show(msg)}`);
+    }
+    // From now on we are main: what we print must go where the parent's output went (the journal stream), not
+    // into pipes that die with the parent.
+    this.#addon.dup2(STDOUT_FD, 1);
+    this.#addon.dup2(STDERR_FD, 2);
+    this.#addon.close(STDOUT_FD);
+    this.#addon.close(STDERR_FD);
+    channel.end();
+    channel.unref();
+    this.#channel = undefined;
+    this.#emitLog({ priority: 6, event: 'upgrade-took-over', message: `pid ${this.#pid} is now the main process (upgrade ${this.#upgradeEnv?.id})`, upgrade: this.#upgradeEnv?.id });
+  }
+
+  /**
+   * Upgrades: spawns the new version with every listener, waits for it to become ready, hands over and starts
+   * draining this process. Resolves with the new pid; rejects (SDH_UPGRADE_FAILED / SDH_UPGRADE_TIMEOUT) when it
+   * exits, crashes or times out, in which case this process keeps serving. Only one upgrade runs at a time.
+   */
+  upgrade(): Promise<UpgradeResult> {
+    if (this.#currentUpgrade) {
+      const pid = this.#currentUpgrade.child?.pid;
+      return Promise.reject(sdError('SDH_UPGRADE_IN_PROGRESS', `an upgrade is already in progress${pid ? ` (new pid ${pid})` : ''}`, { pid }));
+    }
+    if (this.#state !== State.READY) {
+      const code = this.#state === State.STARTING ? 'SDH_NOT_UPGRADING' : 'SDH_STOPPED';
+      return Promise.reject(sdError(code, `cannot upgrade while the Upgrader is ${this.#state}${this.#state === State.STARTING ? ' (call ready() first)' : ''}`, { state: this.#state }));
+    }
+    const current = { promise: Promise.resolve() } as unknown as UpgradeRun;
+    this.#currentUpgrade = current;
+    current.promise = this.#upgrade(current).finally(() => {
+      this.#currentUpgrade = undefined;
+    });
+    return current.promise;
+  }
+
+  async #upgrade(current: UpgradeRun): Promise<UpgradeResult> {
+    const started = performance.now();
+    const id = randomUUID();
+    this.#state = State.UPGRADING;
+    this.#notifier.reloading('upgrading: starting the new version');
+    this.#emitLog({ priority: 5, event: 'upgrade-started', message: `upgrade ${id} started by pid ${this.#pid}`, upgrade: id });
+    this.emit('upgrade', { id });
+    let child: ChildProcess | undefined;
+    try {
+      const held = this.#listeners.claimed();
+      const env: NodeJS.ProcessEnv = { ...this.#env };
+      env[UPGRADE_ENV] = JSON.stringify({ v: PROTOCOL_VERSION, parent: this.#pid, names: held.map((h) => h.name), id } satisfies UpgradeEnv);
+      // The new process becomes main only at handover; its watchdog must then be its own.
+      delete env.WATCHDOG_PID;
+      const stdio: SpawnOptions['stdio'] = ['inherit', 'pipe', 'pipe', 'pipe', 1, 2, ...held.map((h) => h.fd)];
+      const spawnFn = this.#o.spawn ?? nodeSpawn;
+      const command = this.#o.command ?? process.execPath;
+      const args = this.#o.args ?? [...process.execArgv, ...process.argv.slice(1)];
+      child = spawnFn(command, args, { cwd: this.#o.cwd ?? process.cwd(), env, stdio });
+      current.child = child;
+      const pid = await this.#waitReady(child, current, id);
+      const durationMs = Math.round(performance.now() - started);
+      // Still main: hand over in one datagram, so systemd never sees the new pid without READY=1.
+      this.#notifier.send(`MAINPID=${pid}\nREADY=1\nSTATUS=upgraded: pid ${pid} took over from ${this.#pid} in ${durationMs} ms`);
+      (child.stdio[3] as net.Socket).write(`${JSON.stringify({ t: 'handover' } satisfies ParentMessage)}\n`);
+      this.#notifier.stopWatchdog();
+      const result: UpgradeResult = { pid, oldPid: this.#pid, durationMs };
+      this.lastUpgrade = { ok: true, at: new Date().toISOString(), pid, durationMs };
+      this.#emitLog({ priority: 5, event: 'upgrade-ready', message: `upgrade ${id}: new pid ${pid} ready in ${durationMs} ms; pid ${this.#pid} drains`, upgrade: id, new_pid: pid, duration_ms: durationMs });
+      this.emit('upgraded', result);
+      this.#startDrain('upgraded', child);
+      return result;
+    } catch (err) {
+      const error = err instanceof SdHandoffError ? err : sdError('SDH_UPGRADE_FAILED', `upgrade failed: ${(err as Error).message}`, { cause: err });
+      this.#state = this.#stopPromise ? State.STOPPING : State.READY;
+      this.lastUpgrade = { ok: false, at: new Date().toISOString(), error: error.message };
+      // The new version may have written its pid before it failed: the file must name the process that serves.
+      if (this.#o.pidFile) writePidFile(this.#o.pidFile, this.#pid);
+      // Always answer RELOADING=1 with READY=1, or the reload job hangs; STATUS= says what failed.
+      if (!this.#stopPromise) this.#notifier.send(`READY=1\nSTATUS=upgrade failed: ${error.message.split('\n')[0]!.slice(0, 200)}`);
+      this.#emitLog({ priority: 3, event: 'upgrade-failed', message: error.message, upgrade: id, code: error.code });
+      this.emit('upgrade-failed', error);
+      throw error;
+    }
+  }
+
+  /** Waits for "ready" from the child; rejects on exit, bad message or timeout (killing the child). */
+  #waitReady(child: ChildProcess, current: UpgradeRun, id: string): Promise<number> {
+    const tail = new TailBuffer();
+    // Forward the new version's output to ours until it takes its own over, keeping the last lines for errors.
+    child.stdout?.on('data', (chunk: Buffer) => {
+      tail.push(chunk);
+      process.stdout.write(chunk);
+    });
+    child.stderr?.on('data', (chunk: Buffer) => {
+      tail.push(chunk);
+      process.stderr.write(chunk);
+    });
+    const channel = child.stdio[3] as net.Socket;
+    return new Promise<number>((resolve, reject) => {
+      let settled = false;
+      const lastLines = (): string => {
+        const lines = tail.lines();
+        return lines.length ? `; last lines:\n${lines.map((l) => `  ${l}`).join('\n')}` : '; it printed nothing';
+      };
+      const fail = (err: SdHandoffError): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        reject(err);
+      };
+      const timer = setTimeout(() => {
+        if (settled) return;
+        settled = true;
+        this.#kill(child).then(() =>
+          reject(
+            sdError(
+              'SDH_UPGRADE_TIMEOUT',
+              `the new version (pid ${child.pid}) did not become ready within ${this.#o.upgradeTimeoutMs} ms and was killed${lastLines()}`,
+              { pid: child.pid, upgrade: id, lastLines: tail.lines() },
+            ),
+          ),
+        );
+      }, this.#o.upgradeTimeoutMs);
+      timer.unref();
+      current.abort = (err) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        void this.#kill(child).then(() => reject(err));
+      };
+      child.once('error', (err) => fail(sdError('SDH_UPGRADE_FAILED', `could not start the new version: ${err.message}`, { cause: err, upgrade: id })));
+      child.once('exit', (code, signal) => {
+        // Let the pipes deliver what it printed last before reporting.
+        setTimeout(() => {
+          const how = signal ? `was killed by ${signal}` : `exited with status ${code}`;
+          fail(sdError('SDH_UPGRADE_FAILED', `the new version (pid ${child.pid}) ${how} before it was ready${lastLines()}`, {
+            pid: child.pid,
+            exitCode: code,
+            signal,
+            upgrade: id,
+            lastLines: tail.lines(),
+          }));
+        }, 50).unref();
+      });
+      channel.on('error', () => {});
+      channel.on(
+        'data',
+        lineReader(
+          (msg) => {
+            const m = msg as { t?: string; pid?: number; reason?: string };
+            if (m.t === 'ready' && child.pid !== undefined) {
+              if (settled) return;
+              settled = true;
+              clearTimeout(timer);
+              resolve(child.pid);
+            } else if (m.t === 'failed') {
+              void this.#kill(child);
+              fail(sdError('SDH_UPGRADE_FAILED', `the new version (pid ${child.pid}) reported failure: ${m.reason ?? 'no reason'}${lastLines()}`, { pid: child.pid, upgrade: id }));
+            }
+          },
+          (line) => {
+            void this.#kill(child);
+            fail(sdError('SDH_PROTOCOL', `the new version sent ${show(line)} on the upgrade channel`, { pid: child.pid, upgrade: id }));
+          },
+        ),
+      );
+    });
+  }
+
+  /** SIGTERM, then SIGKILL after 3 s; resolves once the child has exited. */
+  #kill(child: ChildProcess): Promise<void> {
+    if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const killTimer = setTimeout(() => child.kill('SIGKILL'), 3000);
+      child.once('exit', () => {
+        clearTimeout(killTimer);
+        resolve();
+      });
+      child.kill('SIGTERM');
+    });
+  }
+
+  /** Old process after a handover, or a stop: stop accepting, drain every connection, then exit. */
+  #startDrain(reason: 'upgraded' | 'stopping', child?: ChildProcess): Promise<void> {
+    this.#state = reason === 'upgraded' ? State.DRAINING : State.STOPPING;
+    this.#exitingResolve();
+    this.emit('exiting', { reason });
+    this.#emitLog({ priority: 6, event: 'draining', message: `pid ${this.#pid} draining (${reason})`, reason });
+    const started = performance.now();
+    const work = (async () => {
+      await this.#control?.close(this.#o.drainTimeoutMs);
+      const reports = await Promise.all(
+        this.#served.map(async (s) => {
+          if (s.socket) {
+            await new Promise<void>((r) => s.socket!.close(() => r()));
+            return undefined;
+          }
+          if (!s.server) return undefined;
+          const opts = { timeoutMs: this.#o.drainTimeoutMs };
+          return s.server instanceof http.Server
+            ? drain(s.server, { ...opts, graceMs: this.#o.drainGraceMs })
+            : drainNet(s.server, opts);
+        }),
+      );
+      // The new version's output comes through us until it took its own stdout/stderr: wait for those pipes to end.
+      if (child) await waitPipesEnd(child, 2000);
+      const connections = reports.reduce((n, r) => n + (r?.connections ?? 0), 0);
+      const forced = reports.reduce((n, r) => n + (r?.forced ?? 0), 0);
+      const durationMs = Math.round(performance.now() - started);
+      this.#emitLog({ priority: 6, event: 'drained', message: `pid ${this.#pid} drained ${connections} connection(s) in ${durationMs} ms (${forced} forced)`, connections, forced, duration_ms: durationMs });
+      this.emit('drained', { connections, forced, durationMs });
+      this.#removeSignals();
+      if (reason === 'upgraded' && this.#o.exitWhenDrained) this.#exit(0);
+    })();
+    return work;
+  }
+
+  /**
+   * Stops for good: `STOPPING=1`, stop accepting, drain every connection (bounded by `drainTimeoutMs`), remove
+   * the PID file if it is still ours. An upgrade under way is aborted first (it rejects with SDH_STOPPED).
+   * Idempotent. Does not exit the process (the stop signal handlers do).
+   */
+  stop(): Promise<void> {
+    this.#stopPromise ??= this.#stop();
+    return this.#stopPromise;
+  }
+
+  async #stop(): Promise<void> {
+    if (this.#state === State.DRAINING) return; // handed over: the new process is the service now
+    const current = this.#currentUpgrade;
+    this.#state = State.STOPPING;
+    if (current) {
+      current.abort?.(sdError('SDH_STOPPED', 'the upgrade was aborted: the service is stopping'));
+      await current.promise.catch(() => {});
+    }
+    // A new version stopped before it took over is not the service: it must not tell systemd anything.
+    if (!this.#upgradeEnv || !this.#channel) this.#notifier.stopping('stopping: draining connections');
+    this.#notifier.stopWatchdog();
+    await this.#startDrain('stopping');
+    if (this.#o.pidFile) removePidFile(this.#o.pidFile, this.#pid);
+    this.#state = State.STOPPED;
+  }
+
+  /** Fds of the listeners this process holds, by name (for diagnostics and tests). */
+  heldListeners(): Array<{ name: string; fd: number; origin: string }> {
+    return this.#listeners.claimed().map((h) => ({ name: h.name, fd: h.fd, origin: h.origin }));
+  }
+
+}
+
+function waitPipesEnd(child: ChildProcess, timeoutMs: number): Promise<void> {
+  const ends = [child.stdout, child.stderr].filter((s): s is NonNullable<typeof s> => s !== null && !s.readableEnded && !s.destroyed);
+  if (ends.length === 0) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    let left = ends.length;
+    const timer = setTimeout(resolve, timeoutMs);
+    timer.unref();
+    for (const s of ends) {
+      s.once('close', () => {
+        if (--left === 0) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    }
+  });
+}
