@@ -16,6 +16,7 @@ export default defineConfig({
         test: {
           name: 'native',
           include: ['test/native/**/*.test.ts'],
+          globalSetup: ['test/native/global-setup.ts'],
           environment: 'node',
           testTimeout: 30_000,
           hookTimeout: 30_000,

@@ -220,7 +220,9 @@ export async function serverFromFd<S extends net.Server = net.Server>(fd: number
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error): void => reject(sdError('SDH_BAD_FD', `fd ${fd} could not be served: ${err.message}`, { fd, cause: err }));
     server.once('error', onError);
-    server.listen({ fd, backlog }, () => {
+    // Node takes the backlog of an fd only as listen()'s second argument; in the options object it is ignored
+    // and the socket's queue silently shrinks to 511.
+    server.listen({ fd }, backlog, () => {
       server.off('error', onError);
       resolve();
     });

@@ -38,7 +38,7 @@ export class ControlServer {
   start(): Promise<void> {
     return new Promise((resolve, reject) => {
       this.#server.once('error', reject);
-      this.#server.listen({ fd: this.options.fd, backlog: 16 }, () => {
+      this.#server.listen({ fd: this.options.fd }, 16, () => {
         this.#server.off('error', reject);
         resolve();
       });

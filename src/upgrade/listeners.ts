@@ -8,7 +8,7 @@
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { checkDatagram, checkStreamListener, defaultBacklog, fdSummary } from '../activation.js';
+import { checkDatagram, checkStreamListener, fdSummary, serverFromFd } from '../activation.js';
 import { sdError, show } from '../errors.js';
 import type { FdInfo, NativeAddon } from '../native.js';
 import { checkFdName } from '../notify.js';
@@ -157,17 +157,9 @@ export async function bindPacket(address: PacketAddress, addon: NativeAddon): Pr
   return fd;
 }
 
-/** Serves a stream fd with `server` (default: a new net.Server), keeping `backlog`. */
-export async function serveStream<S extends net.Server>(fd: number, backlog: number | undefined, server: S): Promise<S> {
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error): void => reject(sdError('SDH_BAD_FD', `fd ${fd} could not be served: ${err.message}`, { fd, cause: err }));
-    server.once('error', onError);
-    server.listen({ fd, backlog: backlog ?? defaultBacklog() }, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
-  return server;
+/** Serves a stream fd with `server`, keeping `backlog` (default: the kernel's SOMAXCONN). */
+export function serveStream<S extends net.Server>(fd: number, backlog: number | undefined, server: S, addon: NativeAddon): Promise<S> {
+  return serverFromFd(fd, { server, addon, ...(backlog === undefined ? {} : { backlog }) });
 }
 
 /** Serves a UDP fd with a new dgram.Socket of the fd's family. */

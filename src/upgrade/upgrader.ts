@@ -221,6 +221,10 @@ function checkOptions(options: UpgraderOptions): void {
       throw sdError('SDH_INVALID_OPTION', `${b} must be a boolean, got ${show(options[b])}`, { option: b });
     }
   }
+  for (const [name, fallback] of [['upgradeSignals', ['SIGHUP']], ['stopSignals', ['SIGTERM']], ['fastStopSignals', ['SIGINT']]] as const) {
+    checkSignals(options as Record<string, unknown>, name, [...fallback]);
+  }
+  for (const name of ['upgradeTimeoutMs', 'drainTimeoutMs', 'drainGraceMs']) checkMs(options as Record<string, unknown>, name, 1);
   if (options.log !== undefined && typeof options.log !== 'function') {
     throw sdError('SDH_INVALID_OPTION', `log must be a function, got ${show(typeof options.log)}`, { option: 'log' });
   }
@@ -431,7 +435,7 @@ export class Upgrader extends EventEmitter {
     }
     const server = (options.server ?? net.createServer()) as S;
     trackConnections(server);
-    await serveStream(held.fd, options.backlog, server);
+    await serveStream(held.fd, options.backlog, server, this.#addon);
     this.#served.push({ held, server });
     return server;
   }

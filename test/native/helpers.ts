@@ -1,0 +1,120 @@
+/** Real processes and sockets for process tests: services started by pid, a notify socket that records. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { native, type Received } from '../../src/native.js';
+
+export const ROOT = path.resolve(import.meta.dirname, '../..');
+export const HELLO = path.join(ROOT, 'examples/hello-http/server.mjs');
+
+export function tempDir(prefix = 'sdh-test-'): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A port that was free a moment ago on 127.0.0.1. */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, host, () => r()));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function waitFor<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 15_000, everyMs = 25): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export function readPid(file: string): number | undefined {
+  try {
+    const t = readFileSync(file, 'utf8').trim();
+    return /^\d+$/.test(t) ? Number(t) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every process a test started, so afterEach can end them by pid even when the test failed. */
+export class Procs {
+  readonly pids = new Set<number>();
+  readonly children: ChildProcess[] = [];
+  output = '';
+
+  start(script: string, env: NodeJS.ProcessEnv, args: string[] = []): ChildProcess {
+    const child = spawn(process.execPath, [script, ...args], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    if (child.pid) this.pids.add(child.pid);
+    child.stdout!.on('data', (d: Buffer) => (this.output += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (this.output += d.toString()));
+    this.children.push(child);
+    return child;
+  }
+
+  track(pid: number): void {
+    this.pids.add(pid);
+  }
+
+  async killAll(): Promise<void> {
+    for (const pid of this.pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    await waitFor('tracked processes to exit', () => [...this.pids].every((p) => !alive(p)), 5000).catch(() => {});
+    this.pids.clear();
+  }
+}
+
+/** A notify socket bound by the test (SO_PASSCRED), recording every datagram with its fds and sender. */
+export class NotifyRecorder {
+  readonly messages: Array<{ text: string; fds: number[]; pid?: number }> = [];
+  readonly fd: number;
+  #open = true;
+  #loop: Promise<void>;
+
+  constructor(readonly path: string) {
+    this.fd = native().bindDgram(path, true);
+    this.#loop = this.#run();
+  }
+
+  async #run(): Promise<void> {
+    while (this.#open) {
+      let r: Received | null;
+      try {
+        r = await native().recvDatagram(this.fd, 65536, 300, 100);
+      } catch {
+        return;
+      }
+      if (r) this.messages.push({ text: r.data.toString(), fds: r.fds, pid: r.cred?.pid });
+    }
+  }
+
+  texts(): string[] {
+    return this.messages.map((m) => m.text);
+  }
+
+  async close(): Promise<void> {
+    this.#open = false;
+    await this.#loop;
+    for (const m of this.messages) for (const fd of m.fds) native().close(fd);
+    native().close(this.fd);
+  }
+}
