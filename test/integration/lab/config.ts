@@ -1,0 +1,53 @@
+/**
+ * What the lab runs on: the Debian suites it boots, the systemd major each one must bring, where root filesystems
+ * are cached, and the environment variables that change any of it.
+ *
+ *   SDH_LAB_SUITES  comma-separated subset of bullseye,bookworm,trixie (default: all three)
+ *   SDH_LAB_CACHE   cache directory for built root filesystems (default /var/cache/sd-handoff-lab)
+ *   SDH_LAB_MIRROR  Debian mirror for debootstrap (default: the one apt on this host is configured with)
+ *   SDH_LAB_BUILD_JOBS  how many suites debootstrap at once (default 3)
+ *   CI=true         an unavailable lab fails the run instead of skipping the integration tests
+ */
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ALL_SUITES = ['bullseye', 'bookworm', 'trixie'] as const;
+export type Suite = (typeof ALL_SUITES)[number];
+
+/** The systemd major each suite ships: the smoke test fails when a suite drifts. */
+export const EXPECTED_SYSTEMD: Readonly<Record<Suite, number>> = { bullseye: 247, bookworm: 252, trixie: 257 };
+
+export const DEFAULT_CACHE_DIR = '/var/cache/sd-handoff-lab';
+
+/** PATH for every command run inside a container: `env -i` drops the host's environment, this is all it keeps. */
+export const CONTAINER_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** What makes the lab available on a machine that skipped it. */
+export const ENABLE_HINT = 'as root: `apt-get install debootstrap systemd-container`, then `npm test`';
+
+/** The repository root, bind-mounted read-only at /project in every container. */
+export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+
+export function isSuite(name: string): name is Suite {
+  return (ALL_SUITES as readonly string[]).includes(name);
+}
+
+/** The suites this run uses, from SDH_LAB_SUITES; an unknown name is an error, not a silent skip. */
+export function selectedSuites(env: NodeJS.ProcessEnv = process.env): Suite[] {
+  const raw = env.SDH_LAB_SUITES?.trim();
+  if (!raw) return [...ALL_SUITES];
+  const names = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  const bad = names.filter((n) => !isSuite(n));
+  if (bad.length > 0) {
+    throw new Error(`SDH_LAB_SUITES=${raw} names unknown suite(s) ${bad.join(', ')}; known: ${ALL_SUITES.join(', ')}`);
+  }
+  return ALL_SUITES.filter((s) => names.includes(s));
+}
+
+export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env.SDH_LAB_CACHE?.trim() || DEFAULT_CACHE_DIR;
+}
+
+export function isCI(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.CI === 'true' || env.CI === '1';
+}
