@@ -2,7 +2,8 @@
 //
 // sendmsg/recvmsg with SCM_RIGHTS and SCM_CREDENTIALS on unix sockets (abstract addresses with their exact length,
 // which Node gets wrong), fstat/getsockopt/getsockname on any fd (to check inherited LISTEN_FDS before Node sees
-// them), fcntl, memfd_create + seals (journald's large-entry path), SO_PEERCRED. Parsing, chunking and policy
+// them), fcntl/dup3, memfd_create + seals (journald's large-entry path), SO_PEERCRED, and unix listeners bound
+// here so that libuv never unlinks a path handed over to the next process. Parsing, chunking and policy
 // are TypeScript. Every fd made here is CLOEXEC; every failure is thrown as an instance of the SdHandoffError
 // class handed over by setErrorClass, carrying errno, syscall and the fd or path.
 #include <napi.h>
@@ -384,6 +385,109 @@ Napi::Value Dup(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), d);
 }
 
+Napi::Value Dup2(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int oldfd, newfd;
+  bool cloexec = false;
+  if (!ArgFd(info, 0, "dup2", "oldfd", &oldfd) || !ArgFd(info, 1, "dup2", "newfd", &newfd)) return Undef(info);
+  if (info.Length() > 2 && !info[2].IsUndefined() && !ArgBool(info, 2, "dup2", "cloexec", &cloexec))
+    return Undef(info);
+  if (oldfd == newfd) {
+    // dup3 refuses equal fds; dup2 would leave the fd as it is. Only the flag is asked for.
+    int flags = fcntl(oldfd, F_GETFD);
+    if (flags < 0 || fcntl(oldfd, F_SETFD, cloexec ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC)) < 0)
+      ThrowSys(env, errno, "fcntl", oldfd);
+    return Undef(info);
+  }
+  // dup3 sets the flag atomically with the dup (no window where a fork would inherit the wrong state).
+  // EBUSY: Linux's dup2/open race; retrying is what the man page prescribes.
+  while (dup3(oldfd, newfd, cloexec ? O_CLOEXEC : 0) < 0) {
+    if (errno == EINTR || errno == EBUSY) continue;
+    ThrowSys(env, errno, "dup3", oldfd);
+    break;
+  }
+  return Undef(info);
+}
+
+// lstat through the raw system call (glibc >= 2.33 exports lstat@GLIBC_2.33). Returns 0 or errno.
+int LStat(const std::string& path, struct stat* st) {
+  if (syscall(SYS_newfstatat, AT_FDCWD, path.c_str(), st, AT_SYMLINK_NOFOLLOW) == 0) return 0;
+  return errno;
+}
+
+// Is there a listener behind the socket file at `addr`? 1 yes, 0 no (stale), -1 vanished (ENOENT).
+int ProbeUnix(const UnixAddr& addr) {
+  int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (s < 0) return 1;  // cannot tell: assume live, never unlink on a guess
+  int r = connect(s, reinterpret_cast<const sockaddr*>(&addr.sa), addr.len);
+  int err = r < 0 ? errno : 0;
+  close(s);
+  if (err == ECONNREFUSED) return 0;
+  if (err == ENOENT) return -1;
+  return 1;  // connected, EAGAIN (backlog full), EINPROGRESS...: somebody listens
+}
+
+Napi::Value ListenUnix(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* fn = "listenUnix";
+  std::string path;
+  int64_t backlog, mode;
+  if (!ArgString(info, 0, fn, "path", &path) || !ArgInt(info, 1, fn, "backlog", 0, INT32_MAX, &backlog) ||
+      !ArgInt(info, 2, fn, "mode", -1, 07777, &mode))
+    return Undef(info);
+  const bool abstract = path[0] == '@';
+  UnixAddr addr;
+  int r = MakeUnixAddr(path, &addr);
+  if (r != 0) {
+    ThrowSysPath(env, r, "bind", path);
+    return Undef(info);
+  }
+  int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0) {
+    ThrowSys(env, errno, "socket");
+    return Undef(info);
+  }
+  // At most a few rounds: bind, and on EADDRINUSE replace a stale socket file (one nobody listens on).
+  for (int attempt = 0;; attempt++) {
+    if (bind(s, reinterpret_cast<const sockaddr*>(&addr.sa), addr.len) == 0) break;
+    int err = errno;
+    if (err == EADDRINUSE && !abstract && attempt < 3) {
+      struct stat st;
+      // Only a socket file is ever removed: never a regular file or a symlink someone put there.
+      int ls = LStat(path, &st);
+      if (ls == ENOENT) continue;  // removed meanwhile
+      if (ls == 0 && S_ISSOCK(st.st_mode)) {
+        int live = ProbeUnix(addr);
+        if (live == -1) continue;  // vanished meanwhile
+        if (live == 0) {
+          if (unlink(path.c_str()) < 0 && errno != ENOENT) {
+            err = errno;
+            close(s);
+            ThrowSysPath(env, err, "unlink", path);
+            return Undef(info);
+          }
+          continue;
+        }
+      }
+    }
+    close(s);
+    ThrowSysPath(env, err, "bind", path);
+    return Undef(info);
+  }
+  // chmod before listen: until listen, connecting is refused, so no client gets in under the umask's mode.
+  const char* failed = nullptr;
+  if (!abstract && mode >= 0 && chmod(path.c_str(), static_cast<mode_t>(mode)) < 0) failed = "chmod";
+  if (failed == nullptr && listen(s, static_cast<int>(backlog)) < 0) failed = "listen";
+  if (failed != nullptr) {
+    int err = errno;
+    close(s);
+    if (!abstract) unlink(path.c_str());  // ours: we just bound it
+    ThrowSysPath(env, err, failed, path);
+    return Undef(info);
+  }
+  return Napi::Number::New(env, s);
+}
+
 Napi::Value Close(const Napi::CallbackInfo& info) {
   int fd;
   if (!ArgFd(info, 0, "close", "fd", &fd)) return Undef(info);
@@ -464,6 +568,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("memfdSealed", Napi::Function::New(env, MemfdSealed, "memfdSealed"));
   exports.Set("peerCred", Napi::Function::New(env, PeerCred, "peerCred"));
   exports.Set("setNonblock", Napi::Function::New(env, SetNonblock, "setNonblock"));
+  exports.Set("dup2", Napi::Function::New(env, Dup2, "dup2"));
+  exports.Set("listenUnix", Napi::Function::New(env, ListenUnix, "listenUnix"));
   return exports;
 }
 
