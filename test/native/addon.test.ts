@@ -404,6 +404,25 @@ describe('fd flags, dup and memfd', () => {
     expect(own(addon.dup(fd, 200))).toBeGreaterThanOrEqual(200);
   });
 
+  it('dup2 puts a copy at the given number, CLOEXEC cleared unless asked', () => {
+    const fd = own(fs.openSync('/dev/null', 'r'));
+    const target = own(addon.dup(fd, 700)); // a number surely free, reserved by us
+    const other = own(fs.openSync(path.join(dir, '.'), 'r'));
+    addon.dup2(other, target);
+    expect(addon.describe(target).ino).toBe(addon.describe(other).ino);
+    expect(kernelCloexec(target)).toBe(false);
+    addon.dup2(fd, target, true);
+    expect(addon.describe(target).ino).toBe(addon.describe(fd).ino);
+    expect(kernelCloexec(target)).toBe(true);
+    addon.dup2(target, target); // same number: only the flag changes
+    expect(kernelCloexec(target)).toBe(false);
+    const closed = fs.openSync('/dev/null', 'r');
+    fs.closeSync(closed);
+    const err = thrown(() => addon.dup2(closed, target));
+    expect(err.code).toBe('EBADF');
+    expect(err.fd).toBe(closed);
+  });
+
   it('setNonblock toggles O_NONBLOCK', () => {
     const fd = openFifo();
     addon.setNonblock(fd, true);
@@ -541,5 +560,50 @@ describe('stream sockets: sendMsg/recvMsg', () => {
     expect(err.syscall).toBe('connect');
     expect(err.path).toBe(p);
     expect(thrown(() => addon.connectUnix(uniqueAbstract('none'))).code).toBe('ECONNREFUSED');
+  });
+});
+
+describe('listenUnix', () => {
+  it('listens at a path with the mode set, and the path outlives the Node server that served it', async () => {
+    const p = path.join(dir, 'control.sock');
+    const fd = addon.listenUnix(p, 8, 0o600);
+    expect(kernelCloexec(fd)).toBe(true);
+    expect(fs.statSync(p).mode & 0o777).toBe(0o600);
+    expect(addon.describe(fd)).toMatchObject({ kind: 'socket', type: 'stream', family: 'unix', listening: true, address: p });
+    // Node takes the fd over (and will close it): serve one connection through it.
+    const server = net.createServer((conn) => conn.end('served'));
+    await listen(server, { fd });
+    const client = own(addon.connectUnix(p));
+    expect((await addon.recvMsg(client, 100, 0, 2000)).data.toString()).toBe('served');
+    closeOwned(client); // the server's close waits for its connection to end
+    await new Promise<void>((r) => server.close(() => r()));
+    expect(fs.statSync(p).isSocket()).toBe(true); // libuv did not unlink it: a successor could still hold it
+  });
+
+  it('replaces a stale socket file, refuses a live one and never removes a regular file', () => {
+    const p = path.join(dir, 'stale.sock');
+    closeOwned(own(addon.listenUnix(p, 8, -1))); // leaves the socket file behind, nobody listening
+    const fd = own(addon.listenUnix(p, 8, -1));
+    expect(addon.describe(fd).listening).toBe(true);
+
+    const live = thrown(() => addon.listenUnix(p, 8, -1));
+    expect(live.code).toBe('EADDRINUSE');
+    expect(live.path).toBe(p);
+    expect(live.syscall).toBe('bind');
+    expect(own(addon.connectUnix(p))).toBeGreaterThanOrEqual(0); // the live one still answers
+    closeOwned(fd);
+
+    const file = path.join(dir, 'not-a-socket');
+    fs.writeFileSync(file, 'keep me');
+    expect(thrown(() => addon.listenUnix(file, 8, -1)).code).toBe('EADDRINUSE');
+    expect(fs.readFileSync(file, 'utf8')).toBe('keep me');
+  });
+
+  it('listens at an abstract name', async () => {
+    const name = uniqueAbstract('listen');
+    const fd = own(addon.listenUnix(name, 8, 0o600));
+    expect(addon.describe(fd)).toMatchObject({ type: 'stream', listening: true, address: name });
+    const client = own(addon.connectUnix(name));
+    expect(addon.peerCred(client).pid).toBe(process.pid);
   });
 });
