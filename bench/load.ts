@@ -3,10 +3,11 @@
  * upgrade-under-load benchmark.
  *
  * Why not autocannon or wrk: what we measure is "how many requests did an upgrade break, and how", one by one.
- * autocannon (9.0 at the time of writing) reports `errors` and `timeouts` as totals plus `non2xx`, and reconnects a broken socket by
- * itself, so a reset, a refused connect and a parse error all land in one number and there is no time series of
- * failures against upgrade marks; wrk counts "socket errors" in four buckets (connect/read/write/timeout) only at the
- * end and needs a C toolchain and Lua. Here every request ends in exactly one of ok / non2xx / refused / reset /
+ * Measured here against a server that destroys the socket of every 50th request (-c 32, 3 s): autocannon 9.0
+ * reported `errors: 0, resets: 0` with 38878 requests sent and 38070 answered, so the ~800 broken requests vanished
+ * (it reconnects silently); this generator reported 336 `reset` out of 16801 (1 in 50) at 2.3x lower throughput.
+ * autocannon also has no time series of failures against upgrade marks, and wrk counts "socket errors" in four
+ * buckets only at the end and needs a C toolchain. Here every request ends in exactly one of ok / non2xx / refused / reset /
  * timeout / other (with its error code), never retried, recorded in time windows next to `mark()`ed events, so a
  * caller can compare "steady" with "during upgrade" windows. Throughput is lower than autocannon's (node:http
  * client, one thread), which is enough to keep a Node server on the same 2-core machine busy; if that ever stops

@@ -394,6 +394,8 @@ export function drain(server: http.Server, options: DrainOptions = {}): Promise<
  * `this.closeIdleConnections()` (and stops the request-timeout interval), which is the reset-producing step we must
  * skip. Shadowing the method on the instance for the duration of the call keeps everything else `close()` does;
  * test/native/drain.test.ts checks that an idle connection survives it, so a Node that changes this is caught.
+ * Stopping that interval means `requestTimeout` / `headersTimeout` are no longer enforced on the remaining
+ * connections; `timeoutMs` bounds them instead. `keepAliveTimeout` (a per-socket timer) keeps running.
  */
 function stopListening(server: http.Server | net.Server): void {
   // Not listening (already closed, or never listened) is fine: there is nothing to stop.

@@ -6,9 +6,13 @@
  * clients keep sending. Every request must succeed. The control runs the same scenario with the naive
  * `server.close()` + `closeIdleConnections()` and must see failures, which proves the scenario can fail.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startLoad, type LoadResult } from '../../bench/load.js';
@@ -224,6 +228,38 @@ describe('drain: Node behaviour it relies on', () => {
     expect(() => drain(trackConnections(net.createServer()) as unknown as http.Server)).toThrow(SdHandoffError);
     expect(() => drain(a, { graceMs: -1 } as never)).not.toThrow(); // already draining: same promise, options ignored
     expect(() => drain(trackConnections(http.createServer()), { graceMs: -1 })).toThrow(/graceMs must be/);
+  });
+});
+
+describe('drain: https', () => {
+  it('tracks TLS connections: an idle one reused during the drain is answered with Connection: close', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sdh-drain-tls-'));
+    cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const key = path.join(dir, 'key.pem');
+    const cert = path.join(dir, 'cert.pem');
+    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-days', '1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+    expect(made.status).toBe(0);
+    const a = trackConnections(https.createServer({ key: fs.readFileSync(key), cert: fs.readFileSync(cert) }, handler));
+    const port = await listen(a);
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 2, rejectUnauthorized: false });
+    cleanups.push(() => agent.destroy());
+    const fetch = (): Promise<{ body: string; connection: string | undefined }> =>
+      new Promise((resolve, reject) => {
+        https
+          .get({ host: '127.0.0.1', port, agent }, (res) => {
+            let body = '';
+            res.on('data', (d) => (body += d));
+            res.on('end', () => resolve({ body, connection: res.headers.connection }));
+          })
+          .on('error', reject);
+      });
+    // Two keep-alive connections: one will be reused during the drain, the other stays idle.
+    await Promise.all([fetch(), fetch()]);
+    const drained = drain(a, { graceMs: 300, timeoutMs: 5000 });
+    await sleep(100);
+    await expect(fetch()).resolves.toEqual({ body: String(process.pid), connection: 'close' });
+    const report = await drained;
+    expect(report).toMatchObject({ connections: 2, closedAfterResponse: 1, closedIdle: 1, forced: 0, requests: 1 });
   });
 });
 
