@@ -236,8 +236,10 @@ Napi::Value QueueRecv(const Napi::CallbackInfo& info, const char* fn, bool nullO
   int fd, timeout;
   int64_t maxBytes, maxFds;
   if (!ArgFd(info, 0, fn, "fd", &fd) || !ArgInt(info, 1, fn, "maxBytes", 0, INT32_MAX, &maxBytes) ||
-      !ArgInt(info, 2, fn, "maxFds", 0, static_cast<int64_t>(kMaxFds), &maxFds) || !ArgTimeout(info, 3, fn, &timeout))
+      !ArgInt(info, 2, fn, "maxFds", 0, INT32_MAX, &maxFds) || !ArgTimeout(info, 3, fn, &timeout))
     return RejectPending(info.Env());
+  // One message never carries more than SCM_MAX_FD fds: a larger maxFds is accepted and means "all of them".
+  if (maxFds > static_cast<int64_t>(kMaxFds)) maxFds = static_cast<int64_t>(kMaxFds);
   auto* w = new RecvWorker(info.Env(), fd, static_cast<size_t>(maxBytes), static_cast<size_t>(maxFds), timeout,
                            nullOnTimeout);
   Napi::Promise p = w->Promise();

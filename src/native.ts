@@ -53,7 +53,11 @@ export interface Received {
   truncated: boolean;
 }
 
-/** The addon's exports. Every function throws {@link SdHandoffError} on a failed system call. */
+/**
+ * The addon's exports. Every function throws {@link SdHandoffError} on a failed system call; the ones returning a
+ * Promise reject instead (bad arguments included, with `SDH_INVALID_OPTION`). `timeoutMs` is an integer from 0 to
+ * 2^31-1: there is no unbounded wait, so a thread-pool thread is never held longer than asked.
+ */
 export interface NativeAddon {
   /** Called once by the loader: the class the addon throws. */
   setErrorClass(ctor: typeof SdHandoffError): void;
@@ -87,7 +91,8 @@ export interface NativeAddon {
   connectUnix(path: string): number;
   /**
    * sendmsg on a connected stream socket: all of `data` (looping on partial writes, polling on EAGAIN up to
-   * `timeoutMs`) with `fds` (at most 253) attached to the first byte. Runs on the thread pool.
+   * `timeoutMs`) with `fds` (at most 253) attached to the first byte (so `data` must not be empty when fds are
+   * given). Runs on the thread pool. A rejection carries `bytesSent`: what already went out before the failure.
    */
   sendMsg(fd: number, data: Buffer, fds: number[], timeoutMs: number): Promise<number>;
   /**
