@@ -87,6 +87,8 @@ export class Procs {
 export class NotifyRecorder {
   readonly messages: Array<{ text: string; fds: number[]; pid?: number }> = [];
   readonly fd: number;
+  /** A receive error that ended the loop (a test expecting messages then fails with it, instead of timing out). */
+  error: unknown;
   #open = true;
   #loop: Promise<void>;
 
@@ -100,7 +102,8 @@ export class NotifyRecorder {
       let r: Received | null;
       try {
         r = await native().recvDatagram(this.fd, 65536, 300, 100);
-      } catch {
+      } catch (err) {
+        this.error = err;
         return;
       }
       if (r) this.messages.push({ text: r.data.toString(), fds: r.fds, pid: r.cred?.pid });
@@ -108,6 +111,7 @@ export class NotifyRecorder {
   }
 
   texts(): string[] {
+    if (this.error) throw this.error;
     return this.messages.map((m) => m.text);
   }
 
