@@ -28,3 +28,17 @@ export {
 } from './upgrade/index.js';
 export { drain, drainNet, trackConnections, type DrainOptions, type DrainReport, type DrainNetOptions, type DrainNetReport } from './drain.js';
 export { writePidFile, readPidFile } from './pidfile.js';
+export {
+  createJournal,
+  captureConsole,
+  isJournalStream,
+  redetectJournals,
+  Priority,
+  JOURNAL_SOCKET,
+  type Journal,
+  type JournalOptions,
+  type JournalStats,
+  type JournalTarget,
+  type Fields as JournalFields,
+  type FieldValue as JournalFieldValue,
+} from './journal.js';
