@@ -16,7 +16,7 @@ export default defineConfig({
         test: {
           name: 'native',
           include: ['test/native/**/*.test.ts'],
-          globalSetup: ['test/native/global-setup.ts'],
+          globalSetup: ['test/build-setup.ts'],
           environment: 'node',
           testTimeout: 30_000,
           hookTimeout: 30_000,
@@ -27,7 +27,7 @@ export default defineConfig({
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
           environment: 'node',
-          globalSetup: ['test/integration/lab/global-setup.ts'],
+          globalSetup: ['test/build-setup.ts', 'test/integration/lab/global-setup.ts'],
           testTimeout: 180_000,
           hookTimeout: 900_000,
           // Every integration file drives the same containers: run files one after another.

@@ -146,9 +146,16 @@ export class Notifier {
     return this.send(`STATUS=${checkLine('status', text)}`);
   }
 
-  /** `MAINPID=pid`: the service's main process is now `pid`. */
-  mainPid(pid: number): boolean {
-    return this.send(`MAINPID=${checkInt('pid', pid, 1)}`);
+  /**
+   * `MAINPID=pid`: the service's main process is now `pid`. With the default `NotifyAccess=main`, systemd accepts
+   * nothing more from this process once it has processed this message, so anything else to say (READY=1, STATUS=)
+   * must travel in the same datagram: pass it in `also`.
+   */
+  mainPid(pid: number, also: { ready?: boolean; status?: string } = {}): boolean {
+    let state = `MAINPID=${checkInt('pid', pid, 1)}`;
+    if (also.ready) state += '\nREADY=1';
+    if (also.status !== undefined) state += `\nSTATUS=${checkLine('status', also.status)}`;
+    return this.send(state);
   }
 
   /** `ERRNO=n`: the service failed with errno `n`. */
@@ -274,8 +281,8 @@ export const reloading = (status?: string): boolean => defaultNotifier.reloading
 export const stopping = (status?: string): boolean => defaultNotifier.stopping(status);
 /** `STATUS=text`. */
 export const status = (text: string): boolean => defaultNotifier.status(text);
-/** `MAINPID=pid`. */
-export const mainPid = (pid: number): boolean => defaultNotifier.mainPid(pid);
+/** `MAINPID=pid`, with READY=1 / STATUS= in the same datagram when asked (see {@link Notifier.mainPid}). */
+export const mainPid = (pid: number, also?: { ready?: boolean; status?: string }): boolean => defaultNotifier.mainPid(pid, also);
 /** `ERRNO=n`. */
 export const errno = (n: number): boolean => defaultNotifier.errno(n);
 /** `EXTEND_TIMEOUT_USEC=` from milliseconds. */

@@ -567,7 +567,7 @@ export class Upgrader extends EventEmitter {
       const pid = await this.#waitReady(child, current, id);
       const durationMs = Math.round(performance.now() - started);
       // Still main: hand over in one datagram, so systemd never sees the new pid without READY=1.
-      this.#notifier.send(`MAINPID=${pid}\nREADY=1\nSTATUS=upgraded: pid ${pid} took over from ${this.#pid} in ${durationMs} ms`);
+      this.#notifier.mainPid(pid, { ready: true, status: `upgraded: pid ${pid} took over from ${this.#pid} in ${durationMs} ms` });
       (child.stdio[3] as net.Socket).write(`${JSON.stringify({ t: 'handover' } satisfies ParentMessage)}\n`);
       this.#notifier.stopWatchdog();
       const result: UpgradeResult = { pid, oldPid: this.#pid, durationMs };

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { tempDir } from './helpers.js';
 
-const CHILD = path.join(import.meta.dirname, 'fixtures/activation-child.mjs');
+const CHILD = path.join(import.meta.dirname, '../fixtures/activation-child.mjs');
 const cleanups: Array<() => void> = [];
 afterEach(() => {
   for (const c of cleanups.splice(0)) c();

@@ -28,6 +28,7 @@ describe('notify: exact bytes of every assignment', () => {
     ['stopping()', (n) => n.stopping(), 'STOPPING=1'],
     ['status(text)', (n) => n.status('draining 4 connections'), 'STATUS=draining 4 connections'],
     ['mainPid(pid)', (n) => n.mainPid(4321), 'MAINPID=4321'],
+    ['mainPid(pid, ready+status)', (n) => n.mainPid(4321, { ready: true, status: 'handed over' }), 'MAINPID=4321\nREADY=1\nSTATUS=handed over'],
     ['errno(n)', (n) => n.errno(5), 'ERRNO=5'],
     ['extendTimeout(ms)', (n) => n.extendTimeout(30_000), 'EXTEND_TIMEOUT_USEC=30000000'],
     ['watchdog()', (n) => n.watchdog(), 'WATCHDOG=1'],
