@@ -423,10 +423,37 @@ describe('a full socket', () => {
     await Promise.resolve();
     expect(flushed).toBe(false);
     full = false;
+    w.tick(1); // a log call retries at most once a millisecond after a refusal
     j.info('3'); // goes after the queued ones
     await f;
     expect(flushed).toBe(true);
     expect(w.texts().map((t) => t.split('\n')[0])).toEqual(['MESSAGE=1', 'MESSAGE=2', 'MESSAGE=3']);
+  });
+
+  it('while the socket is full, log calls try at most once a millisecond; the retry comes sooner while it drains', () => {
+    let attempts = 0;
+    let room = 0;
+    const w = world({
+      fail: () => {
+        attempts++;
+        return room-- > 0 ? undefined : EAGAIN();
+      },
+    });
+    const j = createJournal(w.options);
+    for (let i = 0; i < 100; i++) j.info(`m${i}`);
+    expect(attempts).toBe(1);
+    expect(w.timers.map((t) => t.ms)).toEqual([5]);
+    room = 10;
+    w.runTimers(); // 10 taken, then refused: progress, so the next try is on the next timer turn
+    expect(w.texts()).toHaveLength(10);
+    expect(w.timers.filter((t) => !t.cancelled).map((t) => t.ms)).toEqual([0]);
+    w.runTimers(); // nothing taken: back to retryMs
+    expect(w.timers.filter((t) => !t.cancelled).map((t) => t.ms)).toEqual([5]);
+    w.tick(1);
+    room = 1000;
+    j.info('last');
+    expect(w.texts().map((t) => t.split('\n')[0]).slice(-2)).toEqual(['MESSAGE=m99', 'MESSAGE=last']);
+    expect(j.stats().queued).toBe(0);
   });
 
   it('bounds the queue, counts drops and reports them once it drains', () => {
