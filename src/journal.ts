@@ -27,6 +27,7 @@
  *
  * Spec: https://systemd.io/JOURNAL_NATIVE_PROTOCOL/ and https://www.freedesktop.org/software/systemd/man/latest/systemd.journal-fields.html
  */
+import { writeSync } from 'node:fs';
 import path from 'node:path';
 import { format, inspect } from 'node:util';
 import { sdError, show } from './errors.js';
@@ -352,6 +353,22 @@ function defaultSleepSync(ms: number): void {
   Atomics.wait(sleepCell, 0, 0, ms);
 }
 
+/**
+ * Writes to fd 2 synchronously. Node writes to a pipe or socket stderr asynchronously on POSIX (and libuv makes the
+ * fd non-blocking), so at exit a full pipe would silently keep the lines: retry EAGAIN while `more()`.
+ */
+function writeFd2Sync(text: string, more: () => boolean, sleep: (ms: number) => void): void {
+  let buf = Buffer.from(text, 'utf8');
+  while (buf.length > 0) {
+    try {
+      buf = buf.subarray(writeSync(2, buf));
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EAGAIN' || !more()) return;
+      sleep(0.2);
+    }
+  }
+}
+
 function defaultOnExit(fn: () => void): () => void {
   process.on('exit', fn);
   return () => process.off('exit', fn);
@@ -366,6 +383,7 @@ class Transport {
   readonly #env: NodeJS.ProcessEnv;
   readonly #addonFn: () => NativeAddon;
   readonly #stderr: LineWriter;
+  readonly #stderrSync: (text: string, more: () => boolean, sleep: (ms: number) => void) => void;
   readonly #now: () => number;
   readonly #schedule: (fn: () => void, ms: number, keepAlive?: boolean) => () => void;
   readonly #sleepSync: (ms: number) => void;
@@ -402,6 +420,8 @@ class Transport {
     this.#env = options.env ?? process.env;
     this.#addonFn = options.addon ?? native;
     this.#stderr = options.stderr ?? process.stderr;
+    const injected = options.stderr;
+    this.#stderrSync = injected ? (text) => void injected.write(text) : writeFd2Sync;
     this.#now = options.now ?? (() => performance.now());
     this.#schedule = options.schedule ?? defaultSchedule;
     this.#sleepSync = options.sleepSync ?? defaultSleepSync;
@@ -591,7 +611,8 @@ class Transport {
     else if (r === 'unreachable') this.#writeStderr(entry);
   }
 
-  #spillQueue(): void {
+  /** Moves the queue to stderr; at exit synchronously, since an asynchronous write would never happen. */
+  #spillQueue(atExit = false): void {
     const queued = this.#queue.slice(this.#head);
     this.#queue = [];
     this.#head = 0;
@@ -599,7 +620,15 @@ class Transport {
     this.stats.queued = 0;
     this.#cancelRetry?.();
     this.#cancelRetry = undefined;
-    for (const e of queued) this.#writeStderr(e);
+    if (!atExit) {
+      for (const e of queued) this.#writeStderr(e);
+      return;
+    }
+    const deadline = this.#now() + this.#exitTimeoutMs;
+    for (const e of queued) {
+      this.stats.stderr++;
+      this.#stderrSync(fallbackLines(e.priority, e.message, e.exceptionText, this.levelPrefix), () => this.#now() < deadline, this.#sleepSync);
+    }
   }
 
   #writeStderr(entry: Entry): void {
@@ -663,7 +692,7 @@ class Transport {
       if (this.#queued === 0 || this.#now() >= deadline) break;
       this.#sleepSync(0.2);
     }
-    if (this.#queued > 0) this.#spillQueue();
+    if (this.#queued > 0) this.#spillQueue(true);
   }
 
   async close(): Promise<void> {

@@ -95,11 +95,11 @@ interface ChildResult {
  * Runs the fixture with a socketpair as its stderr. `stream`: 'match' sets JOURNAL_STREAM to that socket's
  * dev:ino (as systemd does), 'other' to some other file's, 'unset' leaves it out.
  */
-async function runChild(args: string[], stream: 'match' | 'other' | 'unset', socketPath: string): Promise<ChildResult> {
+async function runChild(args: string[], stream: 'match' | 'other' | 'unset', socketPath: string, extraEnv: NodeJS.ProcessEnv = {}): Promise<ChildResult> {
   const addon = native();
   const [ours, theirs] = addon.socketpair();
   const st = addon.fstat(theirs);
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, SDH_JOURNAL_SOCKET: socketPath };
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, SDH_JOURNAL_SOCKET: socketPath, ...extraEnv };
   if (stream === 'match') env.JOURNAL_STREAM = `${st.dev}:${st.ino}`;
   if (stream === 'other') env.JOURNAL_STREAM = `${st.dev}:${st.ino + 1000n}`;
   const child = spawn(process.execPath, [CHILD, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', theirs] });
@@ -268,6 +268,28 @@ describe('child processes', () => {
     expect(entries.map((e) => e.MESSAGE)).toEqual(Array.from({ length: 1000 }, (_, i) => `entry ${i}`));
     // With net.unix.max_dgram_qlen at 10 here most of them waited in the queue when exit() was called.
     expect(r.report!.stats.queued).toBeGreaterThan(0);
+  });
+
+  it('at exit, what journald does not take within exitTimeoutMs goes to stderr synchronously: nothing lost', async () => {
+    // A socket nobody reads: it takes net.unix.max_dgram_qlen datagrams, then refuses.
+    const stuckPath = path.join(dir.dir, 'stuck.sock');
+    const stuck = native().bindDgram(stuckPath, false);
+    try {
+      const r = await runChild(['many', '100'], 'match', stuckPath, { SDH_JOURNAL_EXIT_MS: '200' });
+      expect(r.code).toBe(0);
+      const got: string[] = [];
+      for (;;) {
+        const d = await native().recvDatagram(stuck, 65536, 0, 100);
+        if (!d) break;
+        got.push(d.data.toString().split('\n')[0]!.slice('MESSAGE='.length));
+      }
+      const lines = r.stderr.split('\n').filter(Boolean);
+      expect(got.length).toBeGreaterThan(0);
+      expect(lines.length).toBeGreaterThan(0);
+      expect([...got, ...lines.map((l) => l.replace(/^<6>/, ''))]).toEqual(Array.from({ length: 100 }, (_, i) => `entry ${i}`));
+    } finally {
+      native().close(stuck);
+    }
   });
 
   it('pino end to end: a real pino logger writing through sd-handoff/pino', async () => {
