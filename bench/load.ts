@@ -436,7 +436,7 @@ async function cli(argv: string[]): Promise<void> {
     },
   });
   if (!values.url) throw sdError('SDH_INVALID_OPTION', '--url is required');
-  const result = await runLoad({
+  const load = startLoad({
     url: values.url,
     socketPath: values['socket-path'],
     mode: values.mode as LoadMode,
@@ -446,6 +446,9 @@ async function cli(argv: string[]): Promise<void> {
     windowMs: Number(values.window),
     slow: values['slow-path'] ? { path: values['slow-path'], connections: Number(values['slow-connections']) } : undefined,
   });
+  // SIGTERM / SIGINT end the run early (a test stops the load once its upgrades are done) and still print the result.
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => void load.stop());
+  const result = await load.done;
   const out = values.hist ? result : { ...result, windows: result.windows.map(({ hist: _h, ...w }) => w) };
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
 }

@@ -482,7 +482,11 @@ export class Upgrader extends EventEmitter {
     if (this.#o.pidFile) writePidFile(this.#o.pidFile, this.#pid);
     if (this.#channel) await this.#becomeMain();
     this.#state = State.READY;
-    if (this.#o.fdStore) for (const h of this.#listeners.claimed()) this.#notifier.fdStore(h.name, [h.fd]);
+    // The control socket stays out of the fd store: its path lives in RuntimeDirectory=, which systemd empties on
+    // restart, so a stored one would come back unreachable. It is bound afresh instead.
+    if (this.#o.fdStore) {
+      for (const h of this.#listeners.claimed()) if (h.name !== CONTROL_LISTENER) this.#notifier.fdStore(h.name, [h.fd]);
+    }
     if (this.#upgradeEnv) this.#notifier.startWatchdog();
     else this.#notifier.ready(status ?? `serving ${this.#listeners.claimed().length} listener(s)`);
   }

@@ -1,0 +1,212 @@
+/**
+ * The Upgrader on real systemd: examples/hello-http with its shipped unit files, reloaded under load with
+ * `systemctl reload` (ExecReload= runs `sd-handoff upgrade`), broken and hanging new versions, Type=notify-reload
+ * where systemd has it (>= 253), and a restart that keeps the listener through the fd store.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describeEachSuite, type Container, type Running } from './lab/index.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const UNIT = 'hello-http.service';
+const SOCKET = 'hello-http.socket';
+const PIDFILE = '/run/hello-http/hello-http.pid';
+
+/** The shipped example units, pointed at the project as the lab mounts it. */
+function exampleUnit(name: string): string {
+  return readFileSync(path.join(ROOT, 'examples/hello-http', name), 'utf8').replaceAll('/opt/sd-handoff', '/project');
+}
+
+interface LoadCounts {
+  ok: number;
+  non2xx: number;
+  refused: number;
+  reset: number;
+  timeout: number;
+  other: number;
+  total: number;
+}
+interface LoadOut {
+  counts: LoadCounts;
+  otherCodes: Record<string, number>;
+  errorSamples: unknown[];
+  slow?: { counts: LoadCounts };
+}
+
+/** Starts the load generator inside the container (its network is private); stop() ends it and parses its result. */
+function startLoad(c: Container, mode: 'keepalive' | 'newconn', connections: number, extra: string[] = []): { stop: () => Promise<LoadOut>; running: Running } {
+  const running = c.spawn(
+    ['/usr/local/bin/node', '--import', 'tsx', 'bench/load.ts', '--url', 'http://127.0.0.1:8080/', '--mode', mode, '-c', String(connections), '-d', '600', ...extra],
+    { cwd: '/project', timeoutMs: 700_000 },
+  );
+  return {
+    running,
+    stop: async () => {
+      // Signal the generator itself (it prints its result on SIGTERM), not the nsenter that started it.
+      await c.exec(['pkill', '-TERM', '-f', `bench/load.ts --url http://127.0.0.1:8080/ --mode ${mode} `]);
+      const r = await running.done;
+      if (r.code !== 0) throw new Error(`load generator exited ${r.code}: ${r.stderr}`);
+      return JSON.parse(r.stdout) as LoadOut;
+    },
+  };
+}
+
+const failures = (c: LoadCounts): Omit<LoadCounts, 'ok' | 'total'> => ({ non2xx: c.non2xx, refused: c.refused, reset: c.reset, timeout: c.timeout, other: c.other });
+const NONE = { non2xx: 0, refused: 0, reset: 0, timeout: 0, other: 0 };
+
+async function state(c: Container): Promise<{ pid: number; active: string; status: string; pidFile: number }> {
+  const p = await c.show(UNIT, ['MainPID', 'ActiveState', 'StatusText']);
+  const pidFile = Number((await c.exec(['cat', PIDFILE])).stdout.trim());
+  return { pid: Number(p.MainPID), active: p.ActiveState, status: p.StatusText, pidFile };
+}
+
+async function helloProcesses(c: Container): Promise<number[]> {
+  const r = await c.exec(['pgrep', '-f', 'hello-http/server.mjs']);
+  return r.stdout.trim().split('\n').filter(Boolean).map(Number);
+}
+
+async function dropIn(c: Container, text: string): Promise<void> {
+  await c.writeFile(`/etc/systemd/system/${UNIT}.d/test.conf`, text);
+  await c.systemctl(['daemon-reload'], { check: true });
+}
+
+describeEachSuite('upgrader', (c) => {
+  beforeAll(async () => {
+    await c.exec(['rm', '-f', '/run/sdh-hello-fail', '/run/sdh-hello-hang']);
+    await c.installUnit(SOCKET, exampleUnit(SOCKET));
+    await c.installUnit(UNIT, exampleUnit(UNIT));
+    await dropIn(c, '[Service]\nEnvironment=HELLO_FAIL_FILE=/run/sdh-hello-fail HELLO_HANG_FILE=/run/sdh-hello-hang UPGRADE_TIMEOUT_MS=3000\n');
+    await c.systemctl(['start', SOCKET, UNIT], { check: true });
+  });
+  afterAll(async () => {
+    await c.removeUnit(UNIT);
+    await c.removeUnit(SOCKET);
+  });
+
+  it('20 × systemctl reload under keep-alive and new-connection load: 0 failed requests, a new MainPID each time, PID file in step', async () => {
+    const first = await state(c);
+    expect(first.active).toBe('active');
+    expect(first.pidFile).toBe(first.pid);
+    const ka = startLoad(c, 'keepalive', 8, ['--slow-path', '/slow', '--slow-connections', '2']);
+    const nc = startLoad(c, 'newconn', 4);
+    await new Promise((r) => setTimeout(r, 1000));
+    const pids = [first.pid];
+    for (let i = 0; i < 20; i++) {
+      const r = await c.systemctl(['reload', UNIT], { timeoutMs: 60_000 });
+      expect(r.code, `reload ${i + 1}: ${r.stderr}`).toBe(0);
+      const s = await state(c);
+      expect(s.active).toBe('active');
+      expect(s.pid).not.toBe(pids.at(-1));
+      expect(s.pidFile).toBe(s.pid);
+      expect(s.status).toMatch(new RegExp(`^upgraded: pid ${s.pid} took over from ${pids.at(-1)} in \\d+ ms$`));
+      pids.push(s.pid);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    const [k, n] = await Promise.all([ka.stop(), nc.stop()]);
+    expect(new Set(pids).size).toBe(21);
+    expect(k.counts.ok).toBeGreaterThan(500);
+    expect(n.counts.ok).toBeGreaterThan(200);
+    expect(failures(k.counts), JSON.stringify(k.errorSamples)).toEqual(NONE);
+    expect(failures(n.counts), JSON.stringify(n.errorSamples)).toEqual(NONE);
+    expect(k.slow?.counts.ok).toBeGreaterThan(0);
+    expect(failures(k.slow!.counts)).toEqual(NONE);
+    // Every old version drained and exited: one hello-http process is left.
+    const left = await c.waitFor(async () => {
+      const p = await helloProcesses(c);
+      return p.length === 1 ? p : undefined;
+    }, 45_000, { what: 'old versions to exit' });
+    expect(left).toEqual([pids.at(-1)]);
+  }, 240_000);
+
+  it('a new version that fails before ready: systemctl reload fails, the old one keeps serving and stays MainPID', async () => {
+    const before = await state(c);
+    await c.exec(['touch', '/run/sdh-hello-fail'], { check: true });
+    try {
+      const r = await c.systemctl(['reload', UNIT], { timeoutMs: 60_000 });
+      expect(r.code).not.toBe(0);
+      const after = await state(c);
+      expect(after).toMatchObject({ pid: before.pid, pidFile: before.pid, active: 'active' });
+      expect(after.status).toMatch(/^upgrade failed: the new version \(pid \d+\) exited with status 3 before it was ready/);
+      const answer = await c.exec(['curl', '-sf', 'http://127.0.0.1:8080/'], { check: true });
+      expect(answer.stdout).toContain(`hello from ${before.pid}`);
+      const log = (await c.journal(UNIT, { since: '-60s' })).map((e) => String(e.MESSAGE)).join('\n');
+      expect(log).toContain('exists: failing on purpose before ready');
+    } finally {
+      await c.exec(['rm', '-f', '/run/sdh-hello-fail']);
+    }
+  });
+
+  it('a new version that never becomes ready is killed after the timeout; systemctl reload fails; the old one serves', async () => {
+    const before = await state(c);
+    await c.exec(['touch', '/run/sdh-hello-hang'], { check: true });
+    try {
+      const r = await c.systemctl(['reload', UNIT], { timeoutMs: 60_000 });
+      expect(r.code).not.toBe(0);
+      const after = await state(c);
+      expect(after).toMatchObject({ pid: before.pid, pidFile: before.pid, active: 'active' });
+      expect(after.status).toMatch(/did not become ready within 3000 ms and was killed/);
+      expect(await c.waitFor(async () => ((await helloProcesses(c)).length === 1 ? true : undefined), 10_000, { what: 'the hanging version to be gone' })).toBe(true);
+      expect((await c.exec(['curl', '-sf', 'http://127.0.0.1:8080/'], { check: true })).stdout).toContain(`hello from ${before.pid}`);
+    } finally {
+      await c.exec(['rm', '-f', '/run/sdh-hello-hang']);
+    }
+  });
+
+  it('Type=notify-reload (systemd >= 253): SIGHUP from systemctl reload, RELOADING=1 + MONOTONIC_USEC, then the handover', async () => {
+    // Older systemd does not know the type (it ignores the line and falls back to simple): that is why the shipped
+    // unit uses Type=notify + ExecReload=sd-handoff upgrade, which works everywhere.
+    await c.installUnit('sdh-nr-probe.service', '[Service]\nType=notify-reload\nExecStart=/bin/sleep 1\n');
+    const type = (await c.show('sdh-nr-probe.service', ['Type'])).Type;
+    await c.removeUnit('sdh-nr-probe.service');
+    expect(type).toBe(c.systemdVersion >= 253 ? 'notify-reload' : 'simple');
+    if (c.systemdVersion < 253) return;
+    await dropIn(
+      c,
+      '[Service]\nType=notify-reload\nExecReload=\nEnvironment=HELLO_FAIL_FILE=/run/sdh-hello-fail HELLO_HANG_FILE=/run/sdh-hello-hang UPGRADE_TIMEOUT_MS=3000\n',
+    );
+    await c.systemctl(['restart', UNIT], { check: true });
+    const ka = startLoad(c, 'keepalive', 4);
+    await new Promise((r) => setTimeout(r, 500));
+    let pid = (await state(c)).pid;
+    for (let i = 0; i < 3; i++) {
+      const r = await c.systemctl(['reload', UNIT], { timeoutMs: 60_000 });
+      expect(r.code, r.stderr).toBe(0);
+      const s = await state(c);
+      expect(s.pid).not.toBe(pid);
+      expect(s.pidFile).toBe(s.pid);
+      pid = s.pid;
+    }
+    const k = await ka.stop();
+    expect(failures(k.counts)).toEqual(NONE);
+    expect(k.counts.ok).toBeGreaterThan(100);
+  }, 120_000);
+
+  it('systemctl restart with the listener in the fd store (no socket unit): same socket, no refused connection', async () => {
+    await c.systemctl(['stop', UNIT, SOCKET], { check: true });
+    // The same unit without its socket unit (dependencies cannot be reset by a drop-in): the service binds the port
+    // itself and keeps the listener in the fd store (FDSTORE=1 in the shipped unit).
+    const standalone = exampleUnit(UNIT).replace(/^(Requires|After)=hello-http\.socket\n/gm, '');
+    expect(standalone).not.toContain('hello-http.socket');
+    await c.installUnit(UNIT, standalone);
+    await dropIn(c, '[Service]\nType=notify\nEnvironment=HOST=127.0.0.1 PORT=8080\n');
+    await c.systemctl(['start', UNIT], { check: true });
+    const inode = async (): Promise<string> => {
+      const r = await c.exec(['ss', '-Hltne', 'sport = :8080'], { check: true });
+      return /ino:(\d+)/.exec(r.stdout)?.[1] ?? `none in ${r.stdout}`;
+    };
+    const ino = await inode();
+    expect(Number((await c.show(UNIT, ['NFileDescriptorStore'])).NFileDescriptorStore)).toBeGreaterThanOrEqual(1);
+    const nc = startLoad(c, 'newconn', 4);
+    await new Promise((r) => setTimeout(r, 500));
+    const before = (await state(c)).pid;
+    await c.systemctl(['restart', UNIT], { check: true, timeoutMs: 60_000 });
+    const after = await state(c);
+    expect(after.pid).not.toBe(before);
+    await new Promise((r) => setTimeout(r, 500));
+    const n = await nc.stop();
+    expect(await inode()).toBe(ino);
+    expect(failures(n.counts), JSON.stringify(n.errorSamples)).toEqual(NONE);
+    expect(n.counts.ok).toBeGreaterThan(50);
+  }, 120_000);
+});
