@@ -46,9 +46,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const state: LabState = { suites: {} };
   const containers: Container[] = [];
 
-  const unavailable = (suite: Suite, reason: string) => {
+  const unavailable = (suite: Suite, reason: string, hint = ENABLE_HINT) => {
     if (isCI()) throw new Error(`integration lab unavailable for ${suite} with CI=true: ${reason}`);
-    state.suites[suite] = { status: 'unavailable', reason, hint: ENABLE_HINT };
+    state.suites[suite] = { status: 'unavailable', reason, hint };
   };
 
   const onSignal = (signal: NodeJS.Signals) => {
@@ -98,7 +98,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
     if (r.status === 'fulfilled') rootfs.set(s, r.value);
     else {
       log(`rootfs ${s} could not be built: ${errorText(r.reason)}`);
-      unavailable(s, `rootfs build failed: ${errorText(r.reason).split('\n')[0]}`);
+      unavailable(
+        s,
+        `rootfs build failed: ${errorText(r.reason).split('\n')[0]}`,
+        `network access to ${mirror} (or SDH_LAB_MIRROR=<a Debian mirror>), then \`npm test\``,
+      );
     }
   });
   if ([...rootfs.values()].some((r) => r.built)) log(`rootfs builds took ${((Date.now() - t0) / 1000).toFixed(1)} s`);

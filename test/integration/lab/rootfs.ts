@@ -266,8 +266,9 @@ export async function ensureRootfs(suite: Suite, opts: EnsureOptions = {}): Prom
     if (r.code !== 0) {
       const log = await readFile(join(tmp, 'debootstrap/debootstrap.log'), 'utf8').catch(() => '');
       await removeTree(tmp).catch(() => {});
-      const err = new CommandError(argv, { ...r, stderr: `${r.stderr}\n--- debootstrap.log ---\n${log.split('\n').slice(-30).join('\n')}` });
-      throw err;
+      const why = [...`${r.stdout}\n${r.stderr}`.split('\n')].reverse().find((l) => l.startsWith('E: ')) ?? '';
+      const detail = new CommandError(argv, { ...r, stderr: `${r.stderr}\n--- debootstrap.log ---\n${log.split('\n').slice(-30).join('\n')}` });
+      throw new Error(`debootstrap ${suite} from ${mirror} ${r.timedOut ? 'timed out' : `exited ${r.code}`}${why ? `: ${why.slice(3)}` : ''}\n${detail.message}`);
     }
     await unmountUnder(tmp);
     await prepare(tmp, suite);
