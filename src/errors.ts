@@ -65,8 +65,12 @@ function errnoName(errno: number): string {
   }
 }
 
+// util.getSystemErrorMap() builds a fresh Map on every call (about 50 µs): build it once, on first use.
+let errorMap: Map<number, [string, string]> | undefined;
+
 function errnoText(errno: number): string {
-  return getSystemErrorMap().get(-Math.abs(errno))?.[1] ?? `errno ${errno}`;
+  errorMap ??= getSystemErrorMap();
+  return errorMap.get(-Math.abs(errno))?.[1] ?? `errno ${errno}`;
 }
 
 /** The error every sd-handoff function throws or rejects with. */

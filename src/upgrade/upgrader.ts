@@ -34,6 +34,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { randomUUID } from 'node:crypto';
 import { listenFds } from '../activation.js';
+import { createJournal, defaultIdentifier, redetectJournals, type Journal } from '../journal.js';
 import { drain, drainNet, trackConnections } from '../drain.js';
 import { SdHandoffError, sdError, show } from '../errors.js';
 import { native, type NativeAddon } from '../native.js';
@@ -85,14 +86,38 @@ export type StateName = (typeof State)[keyof typeof State];
 /** Reserved listener name of the control socket. */
 export const CONTROL_LISTENER = 'sdh-control';
 
-/** A structured log entry of the Upgrader (field names are stable: see docs/events.md). */
+/**
+ * A structured log entry of the Upgrader. Written to the journal as `SDH_EVENT`, `SDH_UPGRADE`, `SDH_NEW_PID`,
+ * `SDH_OLD_PID`, `SDH_DURATION_MS` (stable names: docs/journal.md), so `journalctl -u UNIT SDH_EVENT=upgrade-failed`
+ * finds them.
+ */
 export interface UpgradeLogEntry {
   /** syslog priority: 3 error, 4 warning, 5 notice, 6 info, 7 debug. */
   priority: number;
   message: string;
-  /** `SDH_EVENT`: upgrade-started, upgrade-ready, upgrade-failed, draining, drained, stopping, stopped... */
+  /** `SDH_EVENT`: upgrade-started, upgrade-ready, upgrade-failed, upgrade-took-over, draining, drained, exited, stopping... */
   event: string;
+  /** `SDH_UPGRADE`: the upgrade's id, the same in the old and the new process. */
+  upgrade?: string;
+  /** `SDH_NEW_PID`. */
+  newPid?: number;
+  /** `SDH_OLD_PID`. */
+  oldPid?: number;
+  /** `SDH_DURATION_MS`. */
+  durationMs?: number;
+  /** Other facts (connections, forced, code...), written as `SDH_<NAME>`. */
   [field: string]: unknown;
+}
+
+/** Journal fields of an entry: the stable SDH_* names. */
+export function upgradeLogFields(entry: UpgradeLogEntry): Record<string, string | number> {
+  const fields: Record<string, string | number> = {};
+  for (const [key, value] of Object.entries(entry)) {
+    if (key === 'priority' || key === 'message' || value === undefined || value === null) continue;
+    const name = `SDH_${key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()}`;
+    fields[name] = typeof value === 'number' ? value : String(value);
+  }
+  return fields;
 }
 
 /** Options of {@link Upgrader.create}. Every option is checked at creation. */
@@ -123,7 +148,7 @@ export interface UpgraderOptions {
   fdStore?: boolean;
   /** Exit the process (status 0) once the old version has drained (default true). */
   exitWhenDrained?: boolean;
-  /** Receives the structured log entries (default: stderr lines with `<N>` priority prefixes). */
+  /** Receives the structured log entries (default: the journal, see {@link upgradeLogFields}). */
   log?: (entry: UpgradeLogEntry) => void;
 
   /** @internal Injected world, for tests. */
@@ -230,10 +255,11 @@ function checkOptions(options: UpgraderOptions): void {
   }
 }
 
-/** Default log sink: one line on stderr with the syslog priority prefix that `SyslogLevelPrefix=` reads. */
-function stderrLog(entry: UpgradeLogEntry): void {
-  const prefix = process.env.JOURNAL_STREAM ? `<${entry.priority}>` : `sd-handoff[${process.pid}]: `;
-  process.stderr.write(`${prefix}${entry.message}\n`);
+/** Default log sink: the journal (natively when stderr is the journal stream, else `<N>`-prefixed stderr lines). */
+let defaultJournal: Journal | undefined;
+function journalLog(entry: UpgradeLogEntry): void {
+  defaultJournal ??= createJournal({ identifier: defaultIdentifier() });
+  defaultJournal.log(entry.priority, entry.message, upgradeLogFields(entry));
 }
 
 /**
@@ -283,7 +309,7 @@ export class Upgrader extends EventEmitter {
     this.#addon = options.addon ?? native();
     this.#notifier = options.notifier ?? (options.env ? new Notifier({ env: options.env, pid: this.#pid }) : defaultNotifier);
     this.#listeners = new ListenerSet(this.#addon);
-    this.#log = options.log ?? stderrLog;
+    this.#log = options.log ?? journalLog;
     this.#exit = options.exit ?? ((code) => process.exit(code));
     this.exiting = new Promise<void>((resolve) => (this.#exitingResolve = resolve));
 
@@ -357,8 +383,10 @@ export class Upgrader extends EventEmitter {
       },
       log: (message) => this.#emitLog({ priority: 4, event: 'control', message }),
     });
-    await this.#control.start();
     this.#served.push({ held });
+    // A new version shares the control socket with the process it replaces, but must not answer on it before it
+    // is the main process (it would refuse upgrades as "starting"): it starts serving at the handover.
+    if (!this.#upgradeEnv) await this.#control.start();
   }
 
   #installSignals(): void {
@@ -480,7 +508,10 @@ export class Upgrader extends EventEmitter {
       this.#emitLog({ priority: 5, event: 'unclaimed-closed', message: `closed ${closed.length} inherited fd(s) nobody claimed: ${closed.map((c) => c.name).join(', ')}` });
     }
     if (this.#o.pidFile) writePidFile(this.#o.pidFile, this.#pid);
-    if (this.#channel) await this.#becomeMain();
+    if (this.#channel) {
+      await this.#becomeMain();
+      await this.#control?.start();
+    }
     this.#state = State.READY;
     // The control socket stays out of the fd store: its path lives in RuntimeDirectory=, which systemd empties on
     // restart, so a stored one would come back unreachable. It is bound afresh instead.
@@ -523,7 +554,16 @@ export class Upgrader extends EventEmitter {
     channel.end();
     channel.unref();
     this.#channel = undefined;
-    this.#emitLog({ priority: 6, event: 'upgrade-took-over', message: `pid ${this.#pid} is now the main process (upgrade ${this.#upgradeEnv?.id})`, upgrade: this.#upgradeEnv?.id });
+    // stdout/stderr are the journal stream now: loggers must check JOURNAL_STREAM again to write natively.
+    redetectJournals();
+    this.#emitLog({
+      priority: 6,
+      event: 'upgrade-took-over',
+      message: `pid ${this.#pid} is now the main process (upgrade ${this.#upgradeEnv?.id})`,
+      upgrade: this.#upgradeEnv?.id,
+      newPid: this.#pid,
+      oldPid: this.#upgradeEnv?.parent,
+    });
   }
 
   /**
@@ -553,7 +593,7 @@ export class Upgrader extends EventEmitter {
     const id = randomUUID();
     this.#state = State.UPGRADING;
     this.#notifier.reloading('upgrading: starting the new version');
-    this.#emitLog({ priority: 5, event: 'upgrade-started', message: `upgrade ${id} started by pid ${this.#pid}`, upgrade: id });
+    this.#emitLog({ priority: 5, event: 'upgrade-started', message: `upgrade ${id} started by pid ${this.#pid}`, upgrade: id, oldPid: this.#pid });
     this.emit('upgrade', { id });
     let child: ChildProcess | undefined;
     try {
@@ -576,7 +616,15 @@ export class Upgrader extends EventEmitter {
       this.#notifier.stopWatchdog();
       const result: UpgradeResult = { pid, oldPid: this.#pid, durationMs };
       this.lastUpgrade = { ok: true, at: new Date().toISOString(), pid, durationMs };
-      this.#emitLog({ priority: 5, event: 'upgrade-ready', message: `upgrade ${id}: new pid ${pid} ready in ${durationMs} ms; pid ${this.#pid} drains`, upgrade: id, new_pid: pid, duration_ms: durationMs });
+      this.#emitLog({
+        priority: 5,
+        event: 'upgrade-ready',
+        message: `upgrade ${id}: new pid ${pid} ready in ${durationMs} ms; pid ${this.#pid} drains`,
+        upgrade: id,
+        newPid: pid,
+        oldPid: this.#pid,
+        durationMs,
+      });
       this.emit('upgraded', result);
       this.#startDrain('upgraded', child);
       return result;
@@ -588,7 +636,16 @@ export class Upgrader extends EventEmitter {
       if (this.#o.pidFile) writePidFile(this.#o.pidFile, this.#pid);
       // Always answer RELOADING=1 with READY=1, or the reload job hangs; STATUS= says what failed.
       if (!this.#stopPromise) this.#notifier.send(`READY=1\nSTATUS=upgrade failed: ${error.message.split('\n')[0]!.slice(0, 200)}`);
-      this.#emitLog({ priority: 3, event: 'upgrade-failed', message: error.message, upgrade: id, code: error.code });
+      this.#emitLog({
+        priority: 3,
+        event: 'upgrade-failed',
+        message: `upgrade ${id} failed: ${error.message}`,
+        upgrade: id,
+        oldPid: this.#pid,
+        newPid: current.child?.pid,
+        durationMs: Math.round(performance.now() - started),
+        code: error.code,
+      });
       this.emit('upgrade-failed', error);
       throw error;
     }
@@ -696,7 +753,7 @@ export class Upgrader extends EventEmitter {
     this.#state = reason === 'upgraded' ? State.DRAINING : State.STOPPING;
     this.#exitingResolve();
     this.emit('exiting', { reason });
-    this.#emitLog({ priority: 6, event: 'draining', message: `pid ${this.#pid} draining (${reason})`, reason });
+    this.#emitLog({ priority: 6, event: 'draining', message: `pid ${this.#pid} draining (${reason})`, reason, oldPid: this.#pid, newPid: child?.pid });
     const started = performance.now();
     const work = (async () => {
       await this.#control?.close(this.#o.drainTimeoutMs);
@@ -718,10 +775,21 @@ export class Upgrader extends EventEmitter {
       const connections = reports.reduce((n, r) => n + (r?.connections ?? 0), 0);
       const forced = reports.reduce((n, r) => n + (r?.forced ?? 0), 0);
       const durationMs = Math.round(performance.now() - started);
-      this.#emitLog({ priority: 6, event: 'drained', message: `pid ${this.#pid} drained ${connections} connection(s) in ${durationMs} ms (${forced} forced)`, connections, forced, duration_ms: durationMs });
+      this.#emitLog({
+        priority: 6,
+        event: 'drained',
+        message: `pid ${this.#pid} drained ${connections} connection(s) in ${durationMs} ms (${forced} forced)`,
+        connections,
+        forced,
+        durationMs,
+        oldPid: this.#pid,
+      });
       this.emit('drained', { connections, forced, durationMs });
       this.#removeSignals();
-      if (reason === 'upgraded' && this.#o.exitWhenDrained) this.#exit(0);
+      if (reason === 'upgraded' && this.#o.exitWhenDrained) {
+        this.#emitLog({ priority: 6, event: 'exited', message: `pid ${this.#pid} exits after its upgrade`, oldPid: this.#pid, newPid: child?.pid });
+        this.#exit(0);
+      }
     })();
     return work;
   }
@@ -740,6 +808,7 @@ export class Upgrader extends EventEmitter {
     if (this.#state === State.DRAINING) return; // handed over: the new process is the service now
     const current = this.#currentUpgrade;
     this.#state = State.STOPPING;
+    this.#emitLog({ priority: 5, event: 'stopping', message: `pid ${this.#pid} stopping${current ? ' (aborting the upgrade under way)' : ''}` });
     if (current) {
       current.abort?.(sdError('SDH_STOPPED', 'the upgrade was aborted: the service is stopping'));
       await current.promise.catch(() => {});
