@@ -38,9 +38,20 @@ export interface UpgradeEnv {
   id: string;
 }
 
-/** Messages on the channel. */
-export type ChildMessage = { t: 'ready'; pid: number } | { t: 'failed'; reason: string };
-export type ParentMessage = { t: 'handover' } | { t: 'abort'; reason: string };
+/**
+ * Messages on the channel. Besides readiness, the new process may send requests to the old one before the handover
+ * (`request` / `reply`, matched by `id`): a worker pool uses them to have the old primary retire a worker each time
+ * the new primary has started one, so the two sets never run in full at once.
+ */
+export type ChildMessage =
+  | { t: 'ready'; pid: number }
+  | { t: 'failed'; reason: string }
+  | { t: 'request'; id: number; body: unknown };
+export type ParentMessage =
+  | { t: 'handover' }
+  | { t: 'abort'; reason: string }
+  | { t: 'reply'; id: number; ok: true; body: unknown }
+  | { t: 'reply'; id: number; ok: false; error: string; code?: string };
 
 /** Parses and checks `SDH_UPGRADE`; undefined when unset or meant for another process. */
 export function parseUpgradeEnv(text: string | undefined, ppid: number): UpgradeEnv | undefined {

@@ -62,6 +62,7 @@ import {
   STDOUT_FD,
   TailBuffer,
   UPGRADE_ENV,
+  type ChildMessage,
   type ParentMessage,
   type UpgradeEnv,
 } from './protocol.js';
@@ -285,6 +286,10 @@ export class Upgrader extends EventEmitter {
   #control: ControlServer | undefined;
   #readyPromise: Promise<void> | undefined;
   #currentUpgrade: UpgradeRun | undefined;
+  #handoverWaiter: ((msg: ParentMessage) => void) | undefined;
+  readonly #requests = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  #requestId = 0;
+  #requestHandler: ((body: unknown) => unknown) | undefined;
   #stopPromise: Promise<void> | undefined;
   #exitingResolve!: () => void;
   readonly #signalHandlers: Array<[NodeJS.Signals, () => void]> = [];
@@ -353,8 +358,13 @@ export class Upgrader extends EventEmitter {
           return { name, fd, info: this.#addon.describe(fd), origin: 'parent' as const };
         }),
       );
-      this.#channel = new net.Socket({ fd: CHANNEL_FD, readable: true, writable: true });
-      this.#channel.on('error', () => {});
+      const channel = new net.Socket({ fd: CHANNEL_FD, readable: true, writable: true });
+      channel.on('error', () => {});
+      channel.on('data', lineReader((msg) => this.#onParentMessage(msg as ParentMessage), (line) => this.#onParentMessage({ t: 'abort', reason: `unexpected message ${show(line)}` })));
+      const gone = (): void => this.#onParentMessage({ t: 'abort', reason: 'the upgrading parent closed the channel before handing over' });
+      channel.once('end', gone);
+      channel.once('close', gone);
+      this.#channel = channel;
       return;
     }
     const fds = listenFds({ env: this.#env, pid: this.#pid, addon: this.#addon });
@@ -523,23 +533,59 @@ export class Upgrader extends EventEmitter {
   }
 
   /** Child side: report ready, wait for the handover, then take stdout/stderr over. */
+  #onParentMessage(msg: ParentMessage): void {
+    if (msg.t === 'reply') {
+      const pending = this.#requests.get(msg.id);
+      if (!pending) return;
+      this.#requests.delete(msg.id);
+      if (msg.ok) pending.resolve(msg.body);
+      else pending.reject(new SdHandoffError(msg.error, { code: (msg.code as 'SDH_PROTOCOL') ?? 'SDH_PROTOCOL' }));
+      return;
+    }
+    if (msg.t === 'abort') {
+      for (const p of this.#requests.values()) p.reject(sdError('SDH_UPGRADE_FAILED', msg.reason));
+      this.#requests.clear();
+    }
+    const waiter = this.#handoverWaiter;
+    this.#handoverWaiter = undefined;
+    waiter?.(msg);
+  }
+
+  /**
+   * In a new version, before it is ready: sends `body` to the process it replaces and resolves with that process's
+   * answer (see {@link Upgrader.onUpgradeRequest}). Rejects with SDH_NOT_UPGRADING in any other process.
+   */
+  requestParent(body: unknown, timeoutMs = this.#o.upgradeTimeoutMs): Promise<unknown> {
+    const channel = this.#channel;
+    if (!channel || this.#state !== State.STARTING) {
+      return Promise.reject(sdError('SDH_NOT_UPGRADING', 'requestParent() works only in a new version before it is ready'));
+    }
+    const id = ++this.#requestId;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#requests.delete(id);
+        reject(sdError('SDH_TIMEOUT', `the upgrading parent did not answer request ${id} within ${timeoutMs} ms`, { timeoutMs }));
+      }, timeoutMs);
+      timer.unref();
+      this.#requests.set(id, {
+        resolve: (v) => (clearTimeout(timer), resolve(v)),
+        reject: (e) => (clearTimeout(timer), reject(e)),
+      });
+      channel.write(`${JSON.stringify({ t: 'request', id, body } satisfies ChildMessage)}\n`);
+    });
+  }
+
+  /**
+   * In the process being replaced: answers the new version's {@link Upgrader.requestParent} calls during an
+   * upgrade. The handler's result (or its error's message) goes back to the new version.
+   */
+  onUpgradeRequest(handler: (body: unknown) => unknown): void {
+    this.#requestHandler = handler;
+  }
+
   async #becomeMain(): Promise<void> {
     const channel = this.#channel!;
-    const answer = new Promise<ParentMessage>((resolve, reject) => {
-      const onEnd = (): void => reject(sdError('SDH_PROTOCOL', 'the upgrading parent closed the channel before handing over'));
-      channel.on(
-        'data',
-        lineReader(
-          (msg) => {
-            channel.off('end', onEnd);
-            resolve(msg as ParentMessage);
-          },
-          (line) => reject(sdError('SDH_PROTOCOL', `unexpected message from the upgrading parent: ${show(line)}`)),
-        ),
-      );
-      channel.once('end', onEnd);
-      channel.once('close', onEnd);
-    });
+    const answer = new Promise<ParentMessage>((resolve) => (this.#handoverWaiter = resolve));
     channel.write(`${JSON.stringify({ t: 'ready', pid: this.#pid })}\n`);
     const msg = await answer;
     if (msg.t !== 'handover') {
@@ -721,6 +767,8 @@ export class Upgrader extends EventEmitter {
               settled = true;
               clearTimeout(timer);
               resolve(child.pid);
+            } else if (m.t === 'request' && typeof (m as { id?: unknown }).id === 'number') {
+              void this.#answerChild(channel, m as { id: number; body: unknown });
             } else if (m.t === 'failed') {
               void this.#kill(child);
               fail(sdError('SDH_UPGRADE_FAILED', `the new version (pid ${child.pid}) reported failure: ${m.reason ?? 'no reason'}${lastLines()}`, { pid: child.pid, upgrade: id }));
@@ -733,6 +781,17 @@ export class Upgrader extends EventEmitter {
         ),
       );
     });
+  }
+
+  async #answerChild(channel: net.Socket, req: { id: number; body: unknown }): Promise<void> {
+    let reply: ParentMessage;
+    try {
+      if (!this.#requestHandler) throw sdError('SDH_PROTOCOL', 'this process answers no upgrade requests (no onUpgradeRequest handler)');
+      reply = { t: 'reply', id: req.id, ok: true, body: (await this.#requestHandler(req.body)) ?? null };
+    } catch (err) {
+      reply = { t: 'reply', id: req.id, ok: false, error: (err as Error).message, code: (err as SdHandoffError).code };
+    }
+    if (channel.writable) channel.write(`${JSON.stringify(reply)}\n`);
   }
 
   /** SIGTERM, then SIGKILL after 3 s; resolves once the child has exited. */
