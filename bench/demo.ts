@@ -516,7 +516,9 @@ interface Stats {
 function stats(xs: number[]): Stats | null {
   if (xs.length === 0) return null;
   const s = [...xs].sort((a, b) => a - b);
-  return { min: s[0]!, median: s[Math.floor((s.length - 1) / 2)]!, max: s[s.length - 1]! };
+  const mid = s.length / 2;
+  const median = s.length % 2 ? s[Math.floor(mid)]! : Math.round((s[mid - 1]! + s[mid]!) / 2);
+  return { min: s[0]!, median, max: s[s.length - 1]! };
 }
 
 function failedCount(c: Counts): number {
