@@ -406,8 +406,11 @@ export class Upgrader extends EventEmitter {
     };
     for (const sig of checkSignals(this.#o as unknown as Record<string, unknown>, 'upgradeSignals', ['SIGHUP'])) {
       on(sig, () => {
-        this.upgrade().catch(() => {
-          /* logged by upgrade() */
+        this.upgrade().catch((err: SdHandoffError) => {
+          // upgrade() logs the failures of an upgrade it ran; a request it refused at once is logged here.
+          if (err.code === 'SDH_UPGRADE_IN_PROGRESS' || err.code === 'SDH_NOT_UPGRADING' || err.code === 'SDH_STOPPED') {
+            this.#emitLog({ priority: 4, event: 'upgrade-refused', message: `${sig} ignored: ${err.message}`, code: err.code });
+          }
         });
       });
     }

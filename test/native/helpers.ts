@@ -23,10 +23,16 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   return port;
 }
 
+/** True while `pid` runs; a zombie (exited, not yet reaped by a slow init) counts as gone. */
 export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
   }
