@@ -9,7 +9,7 @@
  * stops all that is left, and after nspawn exits the empty cgroups are removed deepest first with rmdir (nspawn
  * leaves `payload/` and `supervisor/` behind, and the next run would find them busy).
  */
-import { existsSync, readdirSync, readFileSync, rmdirSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { pidAlive } from './run.js';
@@ -135,6 +135,24 @@ export function listLabCgroups(): { name: string; owner: number }[] {
   return [...found].map(([name, owner]) => ({ name, owner }));
 }
 
+const NSPAWN_PROPAGATE = '/run/systemd/nspawn/propagate';
+
+/**
+ * nspawn keeps a directory per machine in /run/systemd/nspawn/propagate and removes it when it exits normally; a
+ * SIGKILLed nspawn leaves it. Remove it (never while anything is mounted below it).
+ */
+export function removeNspawnLeftovers(machine: string): void {
+  const dir = join(NSPAWN_PROPAGATE, machine);
+  if (!existsSync(dir)) return;
+  const mounted = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some((l) => {
+      const p = l.split(' ')[4];
+      return p === dir || p?.startsWith(dir + '/');
+    });
+  if (!mounted) rmSync(dir, { recursive: true, force: true });
+}
+
 /**
  * Containers left behind by a lab run that died without cleaning up (SIGKILL, crash): their owner is gone, so
  * kill what is left in their cgroups and remove them. Returns the names swept.
@@ -153,6 +171,16 @@ export function sweepOrphans(): string[] {
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
     }
     for (const n of swept) removeCgroup(n);
+  }
+  let propagate: string[] = [];
+  try {
+    propagate = readdirSync(NSPAWN_PROPAGATE);
+  } catch {
+    /* nspawn never ran here */
+  }
+  for (const machine of [...swept, ...propagate]) {
+    const owner = Number(/^sdh-lab-(\d+)-/.exec(machine)?.[1]);
+    if (owner && owner !== process.pid && !pidAlive(owner)) removeNspawnLeftovers(machine);
   }
   return swept;
 }

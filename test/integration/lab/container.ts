@@ -18,7 +18,7 @@ import { readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import { posix } from 'node:path';
 
 import { tool } from './availability.js';
-import { cgroupName, cgroupPids, createCgroup, killCgroup, removeCgroup } from './cgroup.js';
+import { cgroupName, cgroupPids, createCgroup, killCgroup, removeCgroup, removeNspawnLeftovers } from './cgroup.js';
 import { CONTAINER_PATH, PROJECT_ROOT, type Suite } from './config.js';
 import { forgetContainer, trackContainer } from './registry.js';
 import { type Rootfs, ensureRootfs } from './rootfs.js';
@@ -312,6 +312,7 @@ class BootedProcess {
         await sleep(50);
       }
       const left = removeCgroup(this.machine);
+      removeNspawnLeftovers(this.machine);
       forgetContainer(this.machine);
       if (left.length > 0) throw new Error(`${this.machine}: cgroups left behind: ${left.join(', ')}`);
     })();

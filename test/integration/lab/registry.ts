@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 
-import { cgroupPids, killCgroup, removeCgroup } from './cgroup.js';
+import { cgroupPids, killCgroup, removeCgroup, removeNspawnLeftovers } from './cgroup.js';
 import { sleepSync } from './run.js';
 
 interface Child {
@@ -81,7 +81,10 @@ export function cleanupSync(gracefulMs = 0): string[] {
   }
   const deadline = Date.now() + 5000;
   while (Date.now() < deadline && [...containers.keys()].some((c) => cgroupPids(c).length > 0)) sleepSync(50);
-  for (const cgroup of containers.keys()) removeCgroup(cgroup);
+  for (const cgroup of containers.keys()) {
+    removeCgroup(cgroup);
+    removeNspawnLeftovers(cgroup); // the machine is named like its cgroup
+  }
   for (const child of children.values()) {
     if (!child.dir) continue;
     sleepSync(200); // let the killed group release the mounts it made
