@@ -33,6 +33,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { randomUUID } from 'node:crypto';
+import { closeSync, writeSync } from 'node:fs';
 import { listenFds } from '../activation.js';
 import { createJournal, defaultIdentifier, redetectJournals, type Journal } from '../journal.js';
 import { drain, drainNet, trackConnections } from '../drain.js';
@@ -40,7 +41,8 @@ import { SdHandoffError, sdError, show } from '../errors.js';
 import { native, type NativeAddon } from '../native.js';
 import { Notifier, defaultNotifier } from '../notify.js';
 import { checkPidFilePath, removePidFile, writePidFile } from '../pidfile.js';
-import { ControlServer } from './control.js';
+import { ControlServer, KEEP, type ControlContext } from './control.js';
+import { offerListeners, sendLine, TakeoverClient } from './takeover.js';
 import {
   bindPacket,
   bindStream,
@@ -145,6 +147,12 @@ export interface UpgraderOptions {
   fastStopSignals?: NodeJS.Signals[];
   /** Path of the control socket (unix, mode 0600) that `sd-handoff upgrade` talks to (default `$SDH_CONTROL_SOCKET`). */
   controlSocket?: string;
+  /**
+   * Take the listeners over from an instance already running, through its control socket at this path (Pingora's
+   * model: a process started by someone else replaces the running one). Default `$SDH_TAKEOVER`. The running
+   * instance lets go only once this process is ready. See docs/takeover in the README.
+   */
+  takeover?: string;
   /** Keep every listener in systemd's fd store too, so it survives `systemctl restart` and crashes (default false). */
   fdStore?: boolean;
   /** Exit the process (status 0) once the old version has drained (default true). */
@@ -225,7 +233,7 @@ function checkSignals(options: Record<string, unknown>, name: string, fallback: 
 function checkOptions(options: UpgraderOptions): void {
   const known = new Set([
     'pidFile', 'upgradeTimeoutMs', 'drainTimeoutMs', 'drainGraceMs', 'command', 'args', 'cwd', 'upgradeSignals', 'stopSignals',
-    'fastStopSignals', 'controlSocket', 'fdStore', 'exitWhenDrained', 'log', 'env', 'pid', 'ppid', 'notifier', 'addon', 'spawn', 'exit',
+    'fastStopSignals', 'controlSocket', 'takeover', 'fdStore', 'exitWhenDrained', 'log', 'env', 'pid', 'ppid', 'notifier', 'addon', 'spawn', 'exit',
   ]);
   if (typeof options !== 'object' || options === null) throw sdError('SDH_INVALID_OPTION', `options must be an object, got ${show(options)}`);
   for (const key of Object.keys(options)) {
@@ -233,6 +241,7 @@ function checkOptions(options: UpgraderOptions): void {
   }
   if (options.pidFile !== undefined) checkPidFilePath(options.pidFile);
   if (options.controlSocket !== undefined) checkPidFilePath(options.controlSocket, 'controlSocket');
+  if (options.takeover !== undefined) checkPidFilePath(options.takeover, 'takeover');
   if (options.command !== undefined && (typeof options.command !== 'string' || options.command === '')) {
     throw sdError('SDH_INVALID_OPTION', `command must be a non-empty string, got ${show(options.command)}`, { option: 'command' });
   }
@@ -282,6 +291,10 @@ export class Upgrader extends EventEmitter {
   readonly #log: (entry: UpgradeLogEntry) => void;
   readonly #exit: (code: number) => void;
   readonly #upgradeEnv: UpgradeEnv | undefined;
+  /** In a process taking over from a running instance (until it took over). */
+  #takeover: { client: TakeoverClient; oldPid: number; path: string } | undefined;
+  readonly #takeoverPath: string | undefined;
+  readonly #takeoverReportFd: number | undefined;
   #channel: net.Socket | undefined;
   #control: ControlServer | undefined;
   #readyPromise: Promise<void> | undefined;
@@ -293,6 +306,7 @@ export class Upgrader extends EventEmitter {
   #stopPromise: Promise<void> | undefined;
   #exitingResolve!: () => void;
   readonly #signalHandlers: Array<[NodeJS.Signals, () => void]> = [];
+  readonly #drainHooks: Array<() => unknown> = [];
   /** The last upgrade's outcome, for status reports. */
   lastUpgrade: { ok: boolean; at: string; pid?: number; durationMs?: number; error?: string } | undefined;
 
@@ -321,6 +335,13 @@ export class Upgrader extends EventEmitter {
     const upgradeText = this.#env[UPGRADE_ENV];
     delete this.#env[UPGRADE_ENV];
     this.#upgradeEnv = parseUpgradeEnv(upgradeText, options.ppid ?? process.ppid);
+    // Read once and unset, so a process this one starts later does not try a takeover of its own.
+    const takeoverEnv = this.#env.SDH_TAKEOVER;
+    const reportEnv = this.#env.SDH_TAKEOVER_REPORT_FD;
+    delete this.#env.SDH_TAKEOVER;
+    delete this.#env.SDH_TAKEOVER_REPORT_FD;
+    this.#takeoverPath = this.#upgradeEnv ? undefined : options.takeover ?? (takeoverEnv || undefined);
+    this.#takeoverReportFd = reportEnv && /^\d+$/.test(reportEnv) ? Number(reportEnv) : undefined;
   }
 
   /**
@@ -331,7 +352,8 @@ export class Upgrader extends EventEmitter {
   static async create(options: UpgraderOptions = {}): Promise<Upgrader> {
     checkOptions(options);
     const upg = new Upgrader(options);
-    upg.#adoptFds();
+    if (upg.#takeoverPath) await upg.#connectTakeover(upg.#takeoverPath);
+    else upg.#adoptFds();
     await upg.#startControl();
     upg.#installSignals();
     return upg;
@@ -371,8 +393,45 @@ export class Upgrader extends EventEmitter {
     this.#listeners.adopt(fds.map((f) => ({ name: f.name, fd: f.fd, info: f.info, origin: 'systemd' as const })));
   }
 
+  /** New side of a takeover: receive the running instance's listeners, by name. */
+  async #connectTakeover(path: string): Promise<void> {
+    try {
+      const { client, oldPid, listeners } = await TakeoverClient.connect(path, this.#addon, this.#o.upgradeTimeoutMs);
+      this.#takeover = { client, oldPid, path };
+      this.#listeners.adopt(listeners.map((l) => ({ name: l.name, fd: l.fd, info: this.#addon.describe(l.fd), origin: 'parent' as const })));
+      this.#emitLog({ priority: 6, event: 'takeover-offered', message: `pid ${oldPid} offered ${listeners.length} listener(s) for takeover`, oldPid, newPid: this.#pid });
+    } catch (err) {
+      this.#report(`failed: ${(err as Error).message}`);
+      throw err;
+    }
+  }
+
+  /** Tells `sd-handoff takeover` (which started us with SDH_TAKEOVER_REPORT_FD) how the takeover ended. */
+  #report(line: string): void {
+    const fd = this.#takeoverReportFd;
+    if (fd === undefined) return;
+    try {
+      writeSync(fd, `${line.split('\n')[0]}\n`);
+      closeSync(fd);
+    } catch {
+      /* the launcher is gone */
+    }
+  }
+
+  /** New side: the takeover cannot go on; tell the running instance why (it keeps serving) and the launcher. */
+  async #failTakeover(error: SdHandoffError): Promise<never> {
+    const t = this.#takeover;
+    this.#takeover = undefined;
+    if (t) {
+      await t.client.send({ t: 'failed', reason: error.message }).catch(() => {});
+      t.client.close();
+    }
+    this.#report(`failed: ${error.message}`);
+    throw error;
+  }
+
   async #startControl(): Promise<void> {
-    const path = this.#o.controlSocket ?? this.#env.SDH_CONTROL_SOCKET;
+    const path = this.#o.controlSocket ?? this.#env.SDH_CONTROL_SOCKET ?? this.#takeoverPath;
     if (!path) return;
     checkPidFilePath(path, 'controlSocket');
     let held = this.#listeners.claim(CONTROL_LISTENER, 'stream', { path });
@@ -390,13 +449,14 @@ export class Upgrader extends EventEmitter {
           return { ...r };
         },
         status: async () => ({ pid: this.#pid, state: this.#state, lastUpgrade: this.lastUpgrade ?? null }),
+        takeover: (ctx) => this.#offerTakeover(ctx),
       },
       log: (message) => this.#emitLog({ priority: 4, event: 'control', message }),
     });
     this.#served.push({ held });
     // A new version shares the control socket with the process it replaces, but must not answer on it before it
     // is the main process (it would refuse upgrades as "starting"): it starts serving at the handover.
-    if (!this.#upgradeEnv) await this.#control.start();
+    if (!this.#upgradeEnv && !this.#takeover) await this.#control.start();
   }
 
   #installSignals(): void {
@@ -470,6 +530,7 @@ export class Upgrader extends EventEmitter {
       throw sdError('SDH_INVALID_OPTION', `server must be a net.Server (or http.Server), got ${show(typeof options.server)}`, { option: 'server' });
     }
     let held = this.#listeners.claim(name, 'stream', addr);
+    if (!held && this.#takeover) await this.#failTakeover(this.#notOffered(name));
     if (!held) {
       const fd = await bindStream(addr, options.backlog ?? 511, this.#addon, options.mode);
       held = this.#listeners.addFresh(name, fd, this.#addon.describe(fd));
@@ -489,6 +550,7 @@ export class Upgrader extends EventEmitter {
       throw sdError('SDH_INVALID_OPTION', `address must be { port, host?, type? } with port 0..65535, got ${show(address)}`, { option: 'address' });
     }
     let held = this.#listeners.claim(name, 'packet', address);
+    if (!held && this.#takeover) await this.#failTakeover(this.#notOffered(name));
     if (!held) {
       const fd = await bindPacket(address, this.#addon);
       held = this.#listeners.addFresh(name, fd, this.#addon.describe(fd));
@@ -496,6 +558,46 @@ export class Upgrader extends EventEmitter {
     const socket = await servePacket(held.fd, held.info);
     this.#served.push({ held, socket });
     return socket;
+  }
+
+  /**
+   * Takes the listener `name` as {@link listen} does (the parent's, systemd's by name or by address, else bound fresh
+   * at `address`) without serving it: returns its fd, which this Upgrader keeps, hands to the next version and never
+   * closes. For a process that serves the fd some other way: a worker pool's primary passes it to its workers,
+   * sd-handoff/auto serves it with the application's own server (and drains it with an {@link onDrain} hook).
+   */
+  async holdListener(name: string, address: StreamAddress, options: { backlog?: number; mode?: number } = {}): Promise<{ name: string; fd: number; origin: string }> {
+    this.#checkOpen('holdListener');
+    const addr = checkStreamAddress(address);
+    if (name === CONTROL_LISTENER) throw sdError('SDH_INVALID_NAME', `listener name ${show(name)} is reserved`, { name });
+    let held = this.#listeners.claim(name, 'stream', addr);
+    if (!held) {
+      const fd = await bindStream(addr, options.backlog ?? 511, this.#addon, options.mode);
+      held = this.#listeners.addFresh(name, fd, this.#addon.describe(fd));
+    }
+    this.#served.push({ held });
+    return { name: held.name, fd: held.fd, origin: held.origin };
+  }
+
+  /** Inherited listeners nobody has claimed yet (ready() closes them), with what they are bound to. */
+  unclaimedListeners(): Array<{ name: string; fd: number; origin: string; family?: string; address?: string; port?: number }> {
+    return this.#listeners
+      .all()
+      .filter((h) => !h.claimed)
+      .map((h) => ({ name: h.name, fd: h.fd, origin: h.origin, family: h.info.family, address: h.info.address, port: h.info.port }));
+  }
+
+  /**
+   * Adds work that draining (after a handover, or on stop) waits for before the process exits, run alongside the
+   * drains of the served listeners: a worker pool stopping its workers, a server served outside the Upgrader.
+   */
+  onDrain(hook: () => unknown): void {
+    this.#drainHooks.push(hook);
+  }
+
+  #notOffered(name: string): SdHandoffError {
+    const offered = this.#listeners.all().filter((h) => h.origin === 'parent').map((h) => h.name);
+    return sdError('SDH_NO_SUCH_LISTENER', `takeover: the running instance offers no listener named ${show(name)} (it offers: ${offered.join(', ') || 'none'})`, { name });
   }
 
   #checkOpen(what: string): void {
@@ -516,6 +618,16 @@ export class Upgrader extends EventEmitter {
 
   async #ready(status?: string): Promise<void> {
     if (this.#state !== State.STARTING) throw sdError('SDH_STOPPED', `ready() called while the Upgrader is ${this.#state}`);
+    if (this.#takeover) {
+      // Every listener offered must be claimed: one left over would be closed, and the service would lose it.
+      const unclaimed = this.#listeners.all().filter((h) => !h.claimed && h.origin === 'parent').map((h) => h.name);
+      if (unclaimed.length) {
+        const claimed = this.#listeners.claimed().map((h) => h.name);
+        await this.#failTakeover(
+          sdError('SDH_NO_SUCH_LISTENER', `takeover: listener names do not match: the running instance offers ${unclaimed.join(', ')} that this process did not take (it took: ${claimed.join(', ') || 'none'})`, { unclaimed }),
+        );
+      }
+    }
     const closed = this.#listeners.closeUnclaimed();
     if (closed.length) {
       this.#emitLog({ priority: 5, event: 'unclaimed-closed', message: `closed ${closed.length} inherited fd(s) nobody claimed: ${closed.map((c) => c.name).join(', ')}` });
@@ -524,6 +636,9 @@ export class Upgrader extends EventEmitter {
     if (this.#channel) {
       await this.#becomeMain();
       await this.#control?.start();
+    } else if (this.#takeover) {
+      await this.#completeTakeover();
+      await this.#control?.start();
     }
     this.#state = State.READY;
     // The control socket stays out of the fd store: its path lives in RuntimeDirectory=, which systemd empties on
@@ -531,8 +646,28 @@ export class Upgrader extends EventEmitter {
     if (this.#o.fdStore) {
       for (const h of this.#listeners.claimed()) if (h.name !== CONTROL_LISTENER) this.#notifier.fdStore(h.name, [h.fd]);
     }
-    if (this.#upgradeEnv) this.#notifier.startWatchdog();
+    if (this.#upgradeEnv || this.#takeoverPath) this.#notifier.startWatchdog();
     else this.#notifier.ready(status ?? `serving ${this.#listeners.claimed().length} listener(s)`);
+  }
+
+  /** New side of a takeover: report ready, wait until the running instance handed MAINPID over. */
+  async #completeTakeover(): Promise<void> {
+    const t = this.#takeover!;
+    let answer: Record<string, unknown>;
+    try {
+      await t.client.send({ t: 'ready', pid: this.#pid });
+      answer = await t.client.next(this.#o.upgradeTimeoutMs);
+    } catch (err) {
+      return this.#failTakeover(err instanceof SdHandoffError ? err : sdError('SDH_UPGRADE_FAILED', (err as Error).message, { cause: err }));
+    }
+    if (answer.t !== 'handover') {
+      if (this.#o.pidFile) removePidFile(this.#o.pidFile, this.#pid);
+      return this.#failTakeover(sdError('SDH_UPGRADE_FAILED', `takeover: the running instance did not hand over: ${String(answer.reason ?? show(answer))}`));
+    }
+    t.client.close();
+    this.#takeover = undefined;
+    this.#emitLog({ priority: 6, event: 'upgrade-took-over', message: `pid ${this.#pid} took over from pid ${t.oldPid}`, newPid: this.#pid, oldPid: t.oldPid });
+    this.#report(`ok ${this.#pid}`);
   }
 
   /** Child side: report ready, wait for the handover, then take stdout/stderr over. */
@@ -662,40 +797,112 @@ export class Upgrader extends EventEmitter {
       // Still main: hand over in one datagram, so systemd never sees the new pid without READY=1.
       this.#notifier.mainPid(pid, { ready: true, status: `upgraded: pid ${pid} took over from ${this.#pid} in ${durationMs} ms` });
       (child.stdio[3] as net.Socket).write(`${JSON.stringify({ t: 'handover' } satisfies ParentMessage)}\n`);
-      this.#notifier.stopWatchdog();
-      const result: UpgradeResult = { pid, oldPid: this.#pid, durationMs };
-      this.lastUpgrade = { ok: true, at: new Date().toISOString(), pid, durationMs };
-      this.#emitLog({
-        priority: 5,
-        event: 'upgrade-ready',
-        message: `upgrade ${id}: new pid ${pid} ready in ${durationMs} ms; pid ${this.#pid} drains`,
-        upgrade: id,
-        newPid: pid,
-        oldPid: this.#pid,
-        durationMs,
-      });
-      this.emit('upgraded', result);
-      this.#startDrain('upgraded', child);
-      return result;
+      return this.#handedOver(id, pid, durationMs, child);
     } catch (err) {
-      const error = err instanceof SdHandoffError ? err : sdError('SDH_UPGRADE_FAILED', `upgrade failed: ${(err as Error).message}`, { cause: err });
-      this.#state = this.#stopPromise ? State.STOPPING : State.READY;
-      this.lastUpgrade = { ok: false, at: new Date().toISOString(), error: error.message };
-      // The new version may have written its pid before it failed: the file must name the process that serves.
-      if (this.#o.pidFile) writePidFile(this.#o.pidFile, this.#pid);
-      // Always answer RELOADING=1 with READY=1, or the reload job hangs; STATUS= says what failed.
-      if (!this.#stopPromise) this.#notifier.send(`READY=1\nSTATUS=upgrade failed: ${error.message.split('\n')[0]!.slice(0, 200)}`);
-      this.#emitLog({
-        priority: 3,
-        event: 'upgrade-failed',
-        message: `upgrade ${id} failed: ${error.message}`,
-        upgrade: id,
-        oldPid: this.#pid,
-        newPid: current.child?.pid,
-        durationMs: Math.round(performance.now() - started),
-        code: error.code,
+      throw this.#upgradeFailed(err, id, started, current.child?.pid);
+    }
+  }
+
+  /** Old side, after MAINPID= went to `pid`: record, log, and start draining. */
+  #handedOver(id: string, pid: number, durationMs: number, child?: ChildProcess): UpgradeResult {
+    this.#notifier.stopWatchdog();
+    const result: UpgradeResult = { pid, oldPid: this.#pid, durationMs };
+    this.lastUpgrade = { ok: true, at: new Date().toISOString(), pid, durationMs };
+    this.#emitLog({
+      priority: 5,
+      event: 'upgrade-ready',
+      message: `upgrade ${id}: new pid ${pid} ready in ${durationMs} ms; pid ${this.#pid} drains`,
+      upgrade: id,
+      newPid: pid,
+      oldPid: this.#pid,
+      durationMs,
+    });
+    this.emit('upgraded', result);
+    void this.#startDrain('upgraded', child);
+    return result;
+  }
+
+  /** Old side, the new version failed: keep serving, tell systemd (READY=1 always follows RELOADING=1) and log. */
+  #upgradeFailed(err: unknown, id: string, started: number, newPid: number | undefined): SdHandoffError {
+    const error = err instanceof SdHandoffError ? err : sdError('SDH_UPGRADE_FAILED', `upgrade failed: ${(err as Error).message}`, { cause: err });
+    this.#state = this.#stopPromise ? State.STOPPING : State.READY;
+    this.lastUpgrade = { ok: false, at: new Date().toISOString(), error: error.message };
+    // The new version may have written its pid before it failed: the file must name the process that serves.
+    if (this.#o.pidFile) writePidFile(this.#o.pidFile, this.#pid);
+    // Always answer RELOADING=1 with READY=1, or the reload job hangs; STATUS= says what failed.
+    if (!this.#stopPromise) this.#notifier.send(`READY=1\nSTATUS=upgrade failed: ${error.message.split('\n')[0]!.slice(0, 200)}`);
+    this.#emitLog({
+      priority: 3,
+      event: 'upgrade-failed',
+      message: `upgrade ${id} failed: ${error.message}`,
+      upgrade: id,
+      oldPid: this.#pid,
+      newPid,
+      durationMs: Math.round(performance.now() - started),
+      code: error.code,
+    });
+    this.emit('upgrade-failed', error);
+    return error;
+  }
+
+  /** Old side of a takeover, on the control connection of the process taking over. */
+  async #offerTakeover(ctx: ControlContext): Promise<typeof KEEP> {
+    if (this.#currentUpgrade) {
+      const pid = this.#currentUpgrade.child?.pid;
+      throw sdError('SDH_UPGRADE_IN_PROGRESS', `an upgrade is already in progress${pid ? ` (new pid ${pid})` : ''}`, { pid });
+    }
+    if (this.#state !== State.READY) {
+      throw sdError(this.#state === State.STARTING ? 'SDH_NOT_UPGRADING' : 'SDH_STOPPED', `cannot hand over while the Upgrader is ${this.#state}`, { state: this.#state });
+    }
+    const current = { promise: Promise.resolve() } as unknown as UpgradeRun;
+    this.#currentUpgrade = current;
+    current.promise = this.#runTakeover(ctx, current).finally(() => {
+      this.#currentUpgrade = undefined;
+    });
+    current.promise.catch(() => {
+      /* logged by #upgradeFailed */
+    });
+    return KEEP;
+  }
+
+  async #runTakeover(ctx: ControlContext, current: UpgradeRun): Promise<UpgradeResult> {
+    const started = performance.now();
+    const id = randomUUID();
+    const newPid = ctx.cred.pid;
+    this.#state = State.UPGRADING;
+    this.#notifier.reloading(`takeover by pid ${newPid}`);
+    this.#emitLog({ priority: 5, event: 'upgrade-started', message: `takeover ${id} by pid ${newPid} started`, upgrade: id, oldPid: this.#pid, newPid, kind: 'takeover' });
+    this.emit('upgrade', { id, takeover: true });
+    try {
+      await offerListeners(this.#addon, ctx.fd, this.#pid, this.#listeners.claimed().map((h) => ({ name: h.name, fd: h.fd })));
+      const answer = await new Promise<Record<string, unknown>>((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(sdError('SDH_UPGRADE_TIMEOUT', `the process taking over (pid ${newPid}) did not become ready within ${this.#o.upgradeTimeoutMs} ms`, { pid: newPid })),
+          this.#o.upgradeTimeoutMs,
+        );
+        timer.unref();
+        const done = (fn: () => void): void => {
+          clearTimeout(timer);
+          fn();
+        };
+        ctx.route((msg) => done(() => resolve(msg)));
+        ctx.socket.once('close', () =>
+          done(() => reject(sdError('SDH_UPGRADE_FAILED', `the process taking over (pid ${newPid}) closed the connection before it was ready`, { pid: newPid }))),
+        );
+        current.abort = (err) => done(() => reject(err));
       });
-      this.emit('upgrade-failed', error);
+      if (answer.t === 'failed') {
+        throw sdError('SDH_UPGRADE_FAILED', `the process taking over (pid ${newPid}) gave up: ${String(answer.reason)}`, { pid: newPid });
+      }
+      if (answer.t !== 'ready') throw sdError('SDH_PROTOCOL', `the process taking over sent ${show(answer)}`, { pid: newPid });
+      const durationMs = Math.round(performance.now() - started);
+      this.#notifier.mainPid(newPid, { ready: true, status: `taken over: pid ${newPid} took over from ${this.#pid} in ${durationMs} ms` });
+      await sendLine(this.#addon, ctx.fd, { t: 'handover' });
+      return this.#handedOver(id, newPid, durationMs);
+    } catch (err) {
+      const error = this.#upgradeFailed(err, id, started, newPid);
+      await sendLine(this.#addon, ctx.fd, { t: 'abort', reason: error.message }).catch(() => {});
+      ctx.socket.destroy();
       throw error;
     }
   }
@@ -819,6 +1026,13 @@ export class Upgrader extends EventEmitter {
     const started = performance.now();
     const work = (async () => {
       await this.#control?.close(this.#o.drainTimeoutMs);
+      const hooks = Promise.all(this.#drainHooks.map(async (hook) => {
+        try {
+          await hook();
+        } catch (err) {
+          this.#emitLog({ priority: 4, event: 'drain-hook-failed', message: `a drain hook failed: ${(err as Error).message}` });
+        }
+      }));
       const reports = await Promise.all(
         this.#served.map(async (s) => {
           if (s.socket) {
@@ -832,6 +1046,7 @@ export class Upgrader extends EventEmitter {
             : drainNet(s.server, opts);
         }),
       );
+      await hooks;
       // The new version's output comes through us until it took its own stdout/stderr: wait for those pipes to end.
       if (child) await waitPipesEnd(child, 2000);
       const connections = reports.reduce((n, r) => n + (r?.connections ?? 0), 0);
