@@ -42,3 +42,14 @@ export {
   type Fields as JournalFields,
   type FieldValue as JournalFieldValue,
 } from './journal.js';
+export { WorkerPool, Worker, type WorkerPoolOptions, type PoolListener, type WorkerInfo, type WorkerState, type RolloutResult, type WorkerConnectOptions, type WorkerListenOptions } from './workers/index.js';
+export {
+  Systemd,
+  type ConnectOptions as SystemdConnectOptions,
+  type UnitState,
+  type ListenAddress,
+  type JobOptions,
+  type JobResult,
+  type PropertiesChange,
+} from './dbus.js';
+export { renderUnits, parseListen, verifyUnits, verifyRendered, type RenderOptions, type RenderedUnit, type Listener, type VerifyResult } from './units.js';
