@@ -12,7 +12,22 @@ import { SdHandoffError, sdError, show } from '../errors.js';
 import type { NativeAddon } from '../native.js';
 import { lineReader } from './protocol.js';
 
-type Handler = () => Promise<Record<string, unknown>>;
+/** What a command handler is given: the request, the peer, and the connection for commands that keep it. */
+export interface ControlContext {
+  msg: Record<string, unknown>;
+  socket: net.Socket;
+  /** The connection's fd, for sending fds with the addon (never mixed with `socket.write`). */
+  fd: number;
+  cred: { pid: number; uid: number; gid: number };
+  /** Routes the connection's next messages to `fn` instead of the command table (a conversation, e.g. takeover). */
+  route(fn: (msg: Record<string, unknown>) => void): void;
+}
+
+/** A handler answers with a record (sent as `{"ok":true,...}`), throws (sent as an error), or returns KEEP. */
+type Handler = (ctx: ControlContext) => Promise<Record<string, unknown> | typeof KEEP>;
+
+/** Returned by a handler that keeps the connection and answers on it itself. */
+export const KEEP = Symbol('keep the connection');
 
 export interface ControlServerOptions {
   /** The listening unix socket fd. */
@@ -47,7 +62,7 @@ export class ControlServer {
 
   #accept(socket: net.Socket): void {
     const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-    let cred: { pid: number; uid: number } | undefined;
+    let cred: { pid: number; uid: number; gid: number } | undefined;
     try {
       if (fd !== undefined) cred = this.options.addon.peerCred(fd);
     } catch {
@@ -61,25 +76,32 @@ export class ControlServer {
     this.#sockets.add(socket);
     socket.once('close', () => this.#sockets.delete(socket));
     socket.on('error', () => {});
+    let route: ((msg: Record<string, unknown>) => void) | undefined;
+    const peer = cred;
     socket.on(
       'data',
       lineReader(
-        (msg) => void this.#handle(socket, msg),
+        (msg) => {
+          if (route) route(msg as Record<string, unknown>);
+          else void this.#handle({ msg: msg as Record<string, unknown>, socket, fd: fd!, cred: peer, route: (fn) => (route = fn) });
+        },
         (line) => this.#answer(socket, { ok: false, code: 'SDH_PROTOCOL', error: `not a JSON request: ${show(line)}` }),
       ),
     );
     socket.resume();
   }
 
-  async #handle(socket: net.Socket, msg: unknown): Promise<void> {
+  async #handle(ctx: ControlContext): Promise<void> {
+    const { socket, msg } = ctx;
     const cmd = (msg as { cmd?: unknown } | null)?.cmd;
-    const handler = typeof cmd === 'string' ? this.options.handlers[cmd] : undefined;
+    const handler = typeof cmd === 'string' && Object.hasOwn(this.options.handlers, cmd) ? this.options.handlers[cmd] : undefined;
     if (!handler) {
       this.#answer(socket, { ok: false, code: 'SDH_PROTOCOL', error: `unknown command ${show(cmd)}; known: ${Object.keys(this.options.handlers).join(', ')}` });
       return;
     }
     try {
-      this.#answer(socket, { ok: true, ...(await handler()) });
+      const answer = await handler(ctx);
+      if (answer !== KEEP) this.#answer(socket, { ok: true, ...answer });
     } catch (err) {
       const e = err as SdHandoffError;
       this.#answer(socket, { ok: false, code: e.code ?? 'SDH_SYSCALL', error: e.message });

@@ -51,10 +51,12 @@ export function checkStreamAddress(address: unknown): StreamAddress {
   });
 }
 
-function sameAddress(info: FdInfo, address: StreamAddress | PacketAddress): boolean {
+function sameAddress(info: FdInfo, kind: 'stream' | 'packet', address: StreamAddress | PacketAddress): boolean {
+  if (info.kind !== 'socket' || info.type !== (kind === 'stream' ? 'stream' : 'dgram')) return false;
   if ('path' in address) return info.family === 'unix' && info.address === address.path;
   if (info.family !== 'inet' && info.family !== 'inet6') return false;
-  if (address.port !== 0 && info.port !== address.port) return false;
+  // Port 0 means "any port": it identifies no socket.
+  if (address.port === 0 || info.port !== address.port) return false;
   if (address.host === undefined) return true;
   return info.address === address.host;
 }
@@ -87,7 +89,7 @@ export class ListenerSet {
     checkFdName(name, 'listener name');
     let found = this.#held.find((h) => !h.claimed && h.name === name);
     if (!found && address) {
-      const byAddress = this.#held.filter((h) => !h.claimed && h.origin !== 'fresh' && sameAddress(h.info, address));
+      const byAddress = this.#held.filter((h) => !h.claimed && h.origin !== 'fresh' && sameAddress(h.info, kind, address));
       if (byAddress.length === 1) found = byAddress[0];
     }
     if (!found) return undefined;
