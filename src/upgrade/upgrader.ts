@@ -139,11 +139,21 @@ export interface UpgraderOptions {
   args?: string[];
   /** Working directory of the new version (default: this process's, read at upgrade time). */
   cwd?: string;
-  /** Signals that start an upgrade (default `['SIGHUP']`; `[]` for none). */
+  /**
+   * Signals that start an upgrade (default `['SIGHUP', 'SIGQUIT']`: SIGHUP as tableflip and systemd's
+   * `ReloadSignal=` default, SIGQUIT as Pingora, for operators used to it; `[]` for none).
+   */
   upgradeSignals?: NodeJS.Signals[];
-  /** Signals that stop gracefully: drain, then exit 0 (default `['SIGTERM']`; `[]` for none). */
+  /**
+   * Signals that stop gracefully (default `['SIGTERM']`, what `systemctl stop` and `restart` send): `STOPPING=1`, stop
+   * accepting, drain (keep-alive connections told `Connection: close`, idle ones closed after the grace), keep systemd
+   * from killing the drain with `EXTEND_TIMEOUT_USEC` while connections remain, exit 0. The same signal again ends
+   * the drain at once. `[]` for none.
+   */
   stopSignals?: NodeJS.Signals[];
-  /** Signals that stop fast: close everything, exit 0 (default `['SIGINT']`; `[]` for none). */
+  /** Signals that stop fast: close the listeners, exit 0 without draining (default `['SIGINT']`; `[]` for none). */
+  /** How long a graceful stop may drain before the remaining connections are closed (default: `drainTimeoutMs`). */
+  stopTimeoutMs?: number;
   fastStopSignals?: NodeJS.Signals[];
   /** Path of the control socket (unix, mode 0600) that `sd-handoff upgrade` talks to (default `$SDH_CONTROL_SOCKET`). */
   controlSocket?: string;
@@ -233,7 +243,7 @@ function checkSignals(options: Record<string, unknown>, name: string, fallback: 
 function checkOptions(options: UpgraderOptions): void {
   const known = new Set([
     'pidFile', 'upgradeTimeoutMs', 'drainTimeoutMs', 'drainGraceMs', 'command', 'args', 'cwd', 'upgradeSignals', 'stopSignals',
-    'fastStopSignals', 'controlSocket', 'takeover', 'fdStore', 'exitWhenDrained', 'log', 'env', 'pid', 'ppid', 'notifier', 'addon', 'spawn', 'exit',
+    'fastStopSignals', 'stopTimeoutMs', 'controlSocket', 'takeover', 'fdStore', 'exitWhenDrained', 'log', 'env', 'pid', 'ppid', 'notifier', 'addon', 'spawn', 'exit',
   ]);
   if (typeof options !== 'object' || options === null) throw sdError('SDH_INVALID_OPTION', `options must be an object, got ${show(options)}`);
   for (const key of Object.keys(options)) {
@@ -256,10 +266,10 @@ function checkOptions(options: UpgraderOptions): void {
       throw sdError('SDH_INVALID_OPTION', `${b} must be a boolean, got ${show(options[b])}`, { option: b });
     }
   }
-  for (const [name, fallback] of [['upgradeSignals', ['SIGHUP']], ['stopSignals', ['SIGTERM']], ['fastStopSignals', ['SIGINT']]] as const) {
+  for (const [name, fallback] of [['upgradeSignals', ['SIGHUP', 'SIGQUIT']], ['stopSignals', ['SIGTERM']], ['fastStopSignals', ['SIGINT']]] as const) {
     checkSignals(options as Record<string, unknown>, name, [...fallback]);
   }
-  for (const name of ['upgradeTimeoutMs', 'drainTimeoutMs', 'drainGraceMs']) checkMs(options as Record<string, unknown>, name, 1);
+  for (const name of ['upgradeTimeoutMs', 'drainTimeoutMs', 'drainGraceMs', 'stopTimeoutMs']) checkMs(options as Record<string, unknown>, name, 1);
   if (options.log !== undefined && typeof options.log !== 'function') {
     throw sdError('SDH_INVALID_OPTION', `log must be a function, got ${show(typeof options.log)}`, { option: 'log' });
   }
@@ -464,7 +474,7 @@ export class Upgrader extends EventEmitter {
       process.on(sig, fn);
       this.#signalHandlers.push([sig, fn]);
     };
-    for (const sig of checkSignals(this.#o as unknown as Record<string, unknown>, 'upgradeSignals', ['SIGHUP'])) {
+    for (const sig of checkSignals(this.#o as unknown as Record<string, unknown>, 'upgradeSignals', ['SIGHUP', 'SIGQUIT'])) {
       on(sig, () => {
         this.upgrade().catch((err: SdHandoffError) => {
           // upgrade() logs the failures of an upgrade it ran; a request it refused at once is logged here.
@@ -491,7 +501,7 @@ export class Upgrader extends EventEmitter {
     for (const sig of checkSignals(this.#o as unknown as Record<string, unknown>, 'fastStopSignals', ['SIGINT'])) {
       on(sig, () => {
         this.#emitLog({ priority: 5, event: 'stop-fast', message: `${sig}: fast stop` });
-        if (!this.#upgradeEnv || !this.#channel) this.#notifier.stopping(`fast stop (${sig})`);
+        if (this.#isMain()) this.#notifier.stopping(`fast stop (${sig})`);
         for (const s of this.#served) {
           s.server?.close();
           s.socket?.close();
@@ -593,6 +603,11 @@ export class Upgrader extends EventEmitter {
    */
   onDrain(hook: () => unknown): void {
     this.#drainHooks.push(hook);
+  }
+
+  /** True while this process is the service's main process as far as systemd knows. */
+  #isMain(): boolean {
+    return !this.#channel && !this.#takeover && this.#state !== State.DRAINING;
   }
 
   #notOffered(name: string): SdHandoffError {
@@ -1024,8 +1039,21 @@ export class Upgrader extends EventEmitter {
     this.emit('exiting', { reason });
     this.#emitLog({ priority: 6, event: 'draining', message: `pid ${this.#pid} draining (${reason})`, reason, oldPid: this.#pid, newPid: child?.pid });
     const started = performance.now();
+    const timeoutMs = reason === 'stopping' ? (this.#o.stopTimeoutMs ?? this.#o.drainTimeoutMs) : this.#o.drainTimeoutMs;
+    // Stopping, we are still the service: keep systemd's stop timeout ahead of the drain (bounded by timeoutMs), so
+    // TimeoutStopSec= does not kill it halfway. After a handover the new process is main: nothing to extend.
+    let extender: NodeJS.Timeout | undefined;
+    if (reason === 'stopping' && this.#isMain()) {
+      const extend = (): void => {
+        const left = timeoutMs - (performance.now() - started);
+        if (left > 0) this.#notifier.extendTimeout(Math.ceil(Math.min(left, 5000) + 2000));
+      };
+      extend();
+      extender = setInterval(extend, 2000);
+      extender.unref();
+    }
     const work = (async () => {
-      await this.#control?.close(this.#o.drainTimeoutMs);
+      await this.#control?.close(timeoutMs);
       const hooks = Promise.all(this.#drainHooks.map(async (hook) => {
         try {
           await hook();
@@ -1040,7 +1068,7 @@ export class Upgrader extends EventEmitter {
             return undefined;
           }
           if (!s.server) return undefined;
-          const opts = { timeoutMs: this.#o.drainTimeoutMs };
+          const opts = { timeoutMs };
           return s.server instanceof http.Server
             ? drain(s.server, { ...opts, graceMs: this.#o.drainGraceMs })
             : drainNet(s.server, opts);
@@ -1061,6 +1089,7 @@ export class Upgrader extends EventEmitter {
         durationMs,
         oldPid: this.#pid,
       });
+      clearInterval(extender);
       this.emit('drained', { connections, forced, durationMs });
       this.#removeSignals();
       if (reason === 'upgraded' && this.#o.exitWhenDrained) {
@@ -1091,7 +1120,7 @@ export class Upgrader extends EventEmitter {
       await current.promise.catch(() => {});
     }
     // A new version stopped before it took over is not the service: it must not tell systemd anything.
-    if (!this.#upgradeEnv || !this.#channel) this.#notifier.stopping('stopping: draining connections');
+    if (this.#isMain()) this.#notifier.stopping('stopping: draining connections');
     this.#notifier.stopWatchdog();
     await this.#startDrain('stopping');
     if (this.#o.pidFile) removePidFile(this.#o.pidFile, this.#pid);
