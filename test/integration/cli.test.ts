@@ -1,0 +1,198 @@
+/**
+ * The `sd-handoff` CLI against real systemd, run inside each container as an operator would run it: `reload` and
+ * `status` through the real system bus (dbus-daemon in the container) on examples/hello-http with its shipped
+ * units, a reload with a broken new version reported with its reason, and `units render` output that
+ * `systemd-analyze verify` accepts, installed, started, serving and reloaded.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describeEachSuite, type Container, type ExecResult } from './lab/index.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const UNIT = 'hello-http.service';
+const SOCKET = 'hello-http.socket';
+const CLI = '/project/dist/cli.js';
+const HELLO = '/usr/local/bin/node /project/examples/hello-http/server.mjs';
+
+function exampleUnit(name: string): string {
+  return readFileSync(path.join(ROOT, 'examples/hello-http', name), 'utf8').replaceAll('/opt/sd-handoff', '/project');
+}
+
+async function cli(c: Container, args: string[], timeoutMs = 90_000): Promise<ExecResult & { ms: number }> {
+  const t = performance.now();
+  const r = await c.node([CLI, ...args], { timeoutMs });
+  return { ...r, ms: Math.round(performance.now() - t) };
+}
+
+async function mainPid(c: Container, unit: string): Promise<number> {
+  return Number((await c.show(unit, ['MainPID'])).MainPID);
+}
+
+describeEachSuite('sd-handoff CLI', (c) => {
+  beforeAll(async () => {
+    expect((await c.systemctl(['is-active', 'dbus'])).stdout.trim()).toBe('active');
+    await c.exec(['rm', '-f', '/run/sdh-cli-fail']);
+    await c.installUnit(SOCKET, exampleUnit(SOCKET));
+    await c.installUnit(UNIT, exampleUnit(UNIT));
+    await c.writeFile(`/etc/systemd/system/${UNIT}.d/test.conf`, '[Service]\nEnvironment=HELLO_FAIL_FILE=/run/sdh-cli-fail UPGRADE_TIMEOUT_MS=5000\n');
+    await c.systemctl(['daemon-reload'], { check: true });
+    await c.systemctl(['start', SOCKET, UNIT], { check: true });
+  });
+  afterAll(async () => {
+    await c.exec(['rm', '-f', '/run/sdh-cli-fail']);
+    await c.removeUnit(UNIT);
+    await c.removeUnit(SOCKET);
+  });
+
+  it('reload: the new main pid, as systemd sees it, in the report; --json too', async () => {
+    const before = await mainPid(c, UNIT);
+    const r = await cli(c, ['reload', UNIT]);
+    expect(r.code, r.stderr).toBe(0);
+    const m = /^reloaded hello-http\.service: pid (\d+) -> (\d+) in (\d+) ms\n$/.exec(r.stdout);
+    expect(m, r.stdout).not.toBeNull();
+    expect(Number(m![1])).toBe(before);
+    const after = await mainPid(c, UNIT);
+    expect(Number(m![2])).toBe(after);
+    expect(after).not.toBe(before);
+    expect((await c.exec(['curl', '-sf', 'http://127.0.0.1:8080/'], { check: true })).stdout).toContain(`hello from ${after}`);
+    console.log(`[${c.label}] ${r.stdout.trim()} (CLI run ${r.ms} ms)`);
+
+    const j = await cli(c, ['reload', 'hello-http', '--json']);
+    expect(j.code, j.stderr).toBe(0);
+    const report = JSON.parse(j.stdout) as Record<string, unknown>;
+    expect(report).toMatchObject({ ok: true, unit: UNIT, oldPid: after, jobResult: 'done', activeState: 'active' });
+    expect(report.pid).toBe(await mainPid(c, UNIT));
+    expect(report.statusText).toMatch(new RegExp(`^upgraded: pid ${report.pid} took over from ${after} in \\d+ ms$`));
+  });
+
+  it('status: pid, state, status text, fd store, the socket unit and its address, the last upgrade', async () => {
+    const pid = await mainPid(c, UNIT);
+    const r = await cli(c, ['status', UNIT]);
+    expect(r.code, r.stderr).toBe(0);
+    console.log(`[${c.label}] sd-handoff status (${r.ms} ms):\n${r.stdout}`);
+    expect(r.stdout).toContain('hello-http.service - hello-http (sd-handoff example)');
+    expect(r.stdout).toMatch(/^ {2}state: +active \(running\)$/m);
+    expect(r.stdout).toMatch(new RegExp(`^ {2}main pid: +${pid}$`, 'm'));
+    expect(r.stdout).toMatch(/^ {2}fd store: +1$/m);
+    expect(r.stdout).toMatch(/^ {4}hello-http\.socket active \((running|listening)\): 127\.0\.0\.1:8080 \(Stream\)$/m);
+    // The upgrade was done by the previous process: the new one's control socket knows none, the status text does.
+    expect(r.stdout).toMatch(
+      new RegExp(`^ {2}last upgrade: upgraded: pid ${pid} took over from \\d+ in \\d+ ms \\(status text; the control socket of pid ${pid} knows no upgrade of its own\\)$`, 'm'),
+    );
+
+    const j = JSON.parse((await cli(c, ['status', UNIT, '--json'])).stdout) as Record<string, unknown>;
+    expect(j).toMatchObject({
+      unit: UNIT,
+      activeState: 'active',
+      subState: 'running',
+      mainPid: pid,
+      nFileDescriptorStore: 1,
+      controlSocket: '/run/hello-http/control.sock',
+      sockets: [{ unit: SOCKET, listen: [{ type: 'Stream', address: '127.0.0.1:8080' }] }],
+      control: { ok: true, pid, state: 'ready', lastUpgrade: null },
+      lastUpgrade: { ok: true, source: 'status-text' },
+    });
+  });
+
+  it('reload with a broken new version: exit 1, the job result, the status text and the journal say why; the old pid serves', async () => {
+    const before = await mainPid(c, UNIT);
+    await c.exec(['touch', '/run/sdh-cli-fail'], { check: true });
+    try {
+      const r = await cli(c, ['reload', UNIT]);
+      console.log(`[${c.label}] failed reload (exit ${r.code}, ${r.ms} ms):\n${r.stderr}`);
+      expect(r.code).toBe(1);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toContain('sd-handoff reload: reload of hello-http.service failed: the reload job finished with result "failed"');
+      expect(r.stderr).toMatch(new RegExp(`main pid: ${before} \\(unchanged\\)`));
+      expect(r.stderr).toMatch(/status: +upgrade failed: the new version \(pid \d+\) exited with status 3 before it was ready/);
+      expect(r.stderr).toMatch(/journal since the reload started \(\d+ lines\):/);
+      expect(r.stderr).toContain('exists: failing on purpose before ready');
+      expect(await mainPid(c, UNIT)).toBe(before);
+      expect((await c.exec(['curl', '-sf', 'http://127.0.0.1:8080/'], { check: true })).stdout).toContain(`hello from ${before}`);
+
+      const s = await cli(c, ['status', UNIT]);
+      expect(s.stdout).toMatch(/last upgrade: FAILED at \S+: the new version \(pid \d+\) exited with status 3/);
+    } finally {
+      await c.exec(['rm', '-f', '/run/sdh-cli-fail']);
+    }
+  });
+
+  it('no such unit: exit 4 with the name; an inactive unit cannot be reloaded: exit 1 with systemd\'s reason', async () => {
+    const r = await cli(c, ['reload', 'sdh-no-such.service']);
+    expect(r.code).toBe(4);
+    expect(r.stderr).toBe('sd-handoff reload: no such unit: sdh-no-such.service\n');
+    const s = await cli(c, ['status', 'sdh-no-such.service', '--json']);
+    expect(s.code).toBe(4);
+    expect(JSON.parse(s.stdout)).toMatchObject({ ok: false, code: 'SDH_NO_SUCH_UNIT' });
+
+    await c.installUnit('sdh-cli-idle.service', '[Service]\nExecStart=/bin/sleep 600\n');
+    try {
+      const i = await cli(c, ['reload', 'sdh-cli-idle.service']);
+      expect(i.code).toBe(1);
+      expect(i.stderr).toMatch(/^sd-handoff reload: ReloadUnit sdh-cli-idle\.service: .*(not active|not applicable).* \(org\.freedesktop\.systemd1\.\w+\)\n$/);
+      const st = await cli(c, ['status', 'sdh-cli-idle.service']);
+      expect(st.code).toBe(0);
+      expect(st.stdout).toMatch(/state: +inactive \(dead\)/);
+      expect(st.stdout).toContain('last upgrade: no control socket');
+    } finally {
+      await c.removeUnit('sdh-cli-idle.service');
+    }
+  });
+
+  it('units render: systemd-analyze verify is clean; the units install, start, serve on 127.0.0.1:8090 and reload', async () => {
+    const out = '/tmp/sdh-render';
+    const name = 'sdh-rendered';
+    await c.exec(['rm', '-rf', out]);
+    const r = await cli(c, ['units', 'render', '--name', name, '--exec', HELLO, '--listen', '127.0.0.1:8090=http', '--fdstore', '--out', out]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toBe(''); // verified, no warning, no "not verified" note
+    expect(r.stdout).toBe(`wrote ${out}/${name}.service\nwrote ${out}/${name}.socket\n`);
+    const verify = await c.exec(['systemd-analyze', 'verify', `${out}/${name}.service`, `${out}/${name}.socket`]);
+    expect({ code: verify.code, output: verify.stdout + verify.stderr }).toEqual({ code: 0, output: '' });
+    console.log(`[${c.label}] units render + verify: ${r.ms} ms; systemd-analyze verify printed nothing`);
+    try {
+      await c.installUnit(`${name}.socket`, await c.readFile(`${out}/${name}.socket`));
+      await c.installUnit(`${name}.service`, await c.readFile(`${out}/${name}.service`));
+      await c.systemctl(['start', `${name}.socket`, `${name}.service`], { check: true, timeoutMs: 60_000 });
+      const pid = await mainPid(c, `${name}.service`);
+      expect(pid).toBeGreaterThan(0);
+      expect((await c.exec(['curl', '-sf', 'http://127.0.0.1:8090/'], { check: true })).stdout).toBe(`hello from ${pid}\n`);
+      const rl = await cli(c, ['reload', name]);
+      expect(rl.code, rl.stderr).toBe(0);
+      const next = await mainPid(c, `${name}.service`);
+      expect(rl.stdout).toMatch(new RegExp(`^reloaded ${name}\\.service: pid ${pid} -> ${next} in \\d+ ms\\n$`));
+      expect((await c.exec(['curl', '-sf', 'http://127.0.0.1:8090/'], { check: true })).stdout).toBe(`hello from ${next}\n`);
+      const st = JSON.parse((await cli(c, ['status', name, '--json'])).stdout) as Record<string, unknown>;
+      expect(st).toMatchObject({ mainPid: next, nFileDescriptorStore: 1, sockets: [{ unit: `${name}.socket`, listen: [{ address: '127.0.0.1:8090' }] }] });
+      // Hardening took effect (the service runs with it, not beside it).
+      const sec = await c.show(`${name}.service`, ['ProtectSystem', 'NoNewPrivileges', 'KillMode', 'PrivateDevices']);
+      expect(sec).toEqual({ ProtectSystem: 'strict', NoNewPrivileges: 'yes', KillMode: 'control-group', PrivateDevices: 'yes' });
+    } finally {
+      await c.removeUnit(`${name}.service`);
+      await c.removeUnit(`${name}.socket`);
+    }
+  }, 120_000);
+
+  it('units render: several named listeners and the template form verify clean; notify-reload warns where systemd lacks it', async () => {
+    const multi = await cli(c, ['units', 'render', '--name', 'sdh-multi', '--exec', HELLO, '--listen', '127.0.0.1:8091=http', '--listen', '/run/sdh-multi.sock=admin', '--listen', 'udp:127.0.0.1:8092=dns', '--dry-run']);
+    expect(multi.code, multi.stderr).toBe(0);
+    expect(multi.stderr).toBe('');
+    expect(multi.stdout).toContain('# ==> sdh-multi-admin.socket <==');
+    const tpl = await cli(c, ['units', 'render', '--name', 'sdh-tpl', '--exec', HELLO, '--listen', '127.0.0.1:%i=http', '--template', '--dry-run']);
+    expect(tpl.code, tpl.stderr).toBe(0);
+    expect(tpl.stderr).toBe('');
+    expect(tpl.stdout).toContain('RuntimeDirectory=sdh-tpl-%i');
+    const nr = await cli(c, ['units', 'render', '--name', 'sdh-nr', '--exec', HELLO, '--listen', '8093', '--type', 'notify-reload', '--dry-run']);
+    console.log(`[${c.label}] render --type notify-reload: exit ${nr.code}\n${nr.stderr}`);
+    if (c.systemdVersion >= 253) {
+      expect(nr.code, nr.stderr).toBe(0);
+      expect(nr.stderr).toBe('');
+    } else {
+      expect(nr.code).toBe(1);
+      expect(nr.stderr).toMatch(/systemd-analyze verify (warned|failed).*nothing written/);
+      expect(nr.stderr).toMatch(/sdh-nr\.service.*notify-reload/);
+      expect(nr.stdout).toBe('');
+    }
+  });
+});
