@@ -6,6 +6,7 @@
  *   sd-handoff reload UNIT [--timeout S] [--bus ADDRESS] [--json]
  *   sd-handoff status UNIT [--bus ADDRESS] [--json]
  *   sd-handoff units render --name N --exec CMD --listen ADDR... [options]
+ *   sd-handoff takeover [--socket PATH] [--timeout S] [--json] -- CMD ARGS...
  *
  * Exit codes: 0 success; 1 the operation failed (the reason is printed); 2 bad usage; 3 the service or the system
  * bus could not be reached; 4 no such unit. Every subcommand has `--help`. docs/cli.md has examples.
@@ -18,6 +19,7 @@ import { parseArgs } from 'node:util';
 import { Systemd, type ConnectOptions, type ListenAddress, type UnitState } from './dbus.js';
 import { SdHandoffError } from './errors.js';
 import { controlRequest } from './upgrade/control.js';
+import { launchTakeover } from './upgrade/launch.js';
 import { renderUnits, verifyRendered, type RenderOptions, type RenderedUnit, type VerifyResult } from './units.js';
 
 export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, UNREACHABLE: 3, NO_SUCH_UNIT: 4 } as const;
@@ -35,6 +37,9 @@ Usage:
       Main pid, state, status text, fd store, socket units and their addresses, and the last upgrade's result.
   sd-handoff units render --name N --exec CMD --listen ADDR... [options]
       Write N.service and N.socket for a service run by sd-handoff, checked by \`systemd-analyze verify\`.
+  sd-handoff takeover [--socket PATH] [--timeout S] [--json] -- CMD ARGS...
+      Start CMD (an sd-handoff service) so that it takes every listener over from the running instance, wait
+      until it has, and exit non-zero if it failed (the running instance then keeps serving).
 
 Exit codes: 0 success, 1 failed (the reason is printed), 2 bad usage, 3 service or system bus not reachable,
 4 no such unit.
@@ -53,6 +58,21 @@ Asks the service for an upgrade and waits for the new version to be ready (or to
 
 Prints "upgraded: pid OLD -> NEW in N ms". Exit codes: 0 upgraded, 1 the upgrade failed (the new version exited,
 crashed or timed out; the old one still serves), 2 bad usage, 3 the control socket could not be reached.
+`;
+
+const TAKEOVER_HELP = `Usage: sd-handoff takeover [--socket PATH] [--timeout S] [--json] -- CMD ARGS...
+
+Starts CMD, a program using sd-handoff's Upgrader, with SDH_TAKEOVER set: it connects to the running instance's
+control socket, receives every listener by name, and reports ready; the running instance then hands MAINPID= over,
+drains and exits (Pingora's model, but never before the new process is ready). CMD runs on detached, with this
+command's stdout and stderr. From ExecReload=, CMD starts inside the unit's cgroup and \`systemctl reload\` waits.
+
+  --socket PATH   the running instance's control socket (default: $SDH_CONTROL_SOCKET)
+  --timeout S     give up after S seconds (default 120): CMD is killed and the running instance keeps serving
+  --json          print the result as JSON
+
+Prints "took over: pid NEW in N ms". Exit codes: 0 taken over, 1 the takeover failed (the reason is printed),
+2 bad usage.
 `;
 
 const RELOAD_HELP = `Usage: sd-handoff reload UNIT [--timeout S] [--bus ADDRESS] [--json]
@@ -153,6 +173,40 @@ function socketFromPid(pid: string): string {
   const entry = environ.split('\0').find((e) => e.startsWith('SDH_CONTROL_SOCKET='));
   if (!entry) throw new UsageError(`pid ${pid} has no SDH_CONTROL_SOCKET in its environment; pass --socket PATH`);
   return entry.slice('SDH_CONTROL_SOCKET='.length);
+}
+
+async function takeover(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      socket: { type: 'string' },
+      timeout: { type: 'string', default: '120' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (values.help) {
+    io.out(TAKEOVER_HELP);
+    return EXIT.OK;
+  }
+  const timeout = Number(values.timeout);
+  if (!Number.isFinite(timeout) || timeout <= 0) throw new UsageError(`--timeout must be a positive number of seconds, got ${JSON.stringify(values.timeout)}`);
+  const socket = values.socket ?? io.env.SDH_CONTROL_SOCKET;
+  if (!socket) throw new UsageError('no control socket: pass --socket PATH or set SDH_CONTROL_SOCKET');
+  const [command, ...commandArgs] = positionals;
+  if (!command) throw new UsageError('no program to start: sd-handoff takeover [options] -- CMD ARGS...');
+  try {
+    const r = await launchTakeover(command, commandArgs, { socket, timeoutMs: Math.round(timeout * 1000), env: io.env });
+    io.out(values.json ? `${JSON.stringify({ ok: true, ...r })}\n` : `took over: pid ${r.pid} in ${r.durationMs} ms\n`);
+    return EXIT.OK;
+  } catch (err) {
+    const e = err as SdHandoffError;
+    if (values.json) io.out(`${JSON.stringify({ ok: false, code: e.code, error: e.message })}\n`);
+    io.err(`sd-handoff takeover: takeover failed: ${e.message}\n`);
+    return EXIT.FAILED;
+  }
 }
 
 async function upgrade(args: string[], io: CliIo): Promise<number> {
@@ -550,6 +604,8 @@ export async function main(argv: string[], io: CliIo = { out: (t) => process.std
         return await status(rest, io);
       case 'units':
         return await units(rest, io);
+      case 'takeover':
+        return await takeover(rest, io);
       default:
         throw new UsageError(`unknown command ${JSON.stringify(command)}`);
     }
