@@ -140,6 +140,46 @@ describeEachSuite('sd-handoff CLI', (c) => {
     }
   });
 
+  it('the Systemd API on the real bus: jobs end with their JobRemoved result; watch() sees the reload', async () => {
+    await c.installUnit('sdh-cli-job.service', '[Service]\nExecStart=/bin/sleep 600\nExecReload=/bin/true\n');
+    await c.installUnit('sdh-cli-bad.service', '[Service]\nType=oneshot\nExecStart=/bin/false\n');
+    const script = `
+      import { Systemd } from '/project/dist/dbus.js';
+      const sd = await Systemd.connect();
+      const out = {};
+      const changes = [];
+      const off = await sd.watch('sdh-cli-job.service', (c) => { if ('ActiveState' in c.changed) changes.push(c.changed.ActiveState); });
+      out.start = (await sd.start('sdh-cli-job.service')).result;
+      const pid1 = (await sd.getUnit('sdh-cli-job.service')).mainPid;
+      out.reload = (await sd.reload('sdh-cli-job.service')).result;
+      out.restart = (await sd.restart('sdh-cli-job.service')).result;
+      out.newPid = (await sd.getUnit('sdh-cli-job.service')).mainPid !== pid1;
+      out.stop = (await sd.stop('sdh-cli-job.service')).result;
+      out.after = (await sd.getUnit('sdh-cli-job.service')).activeState;
+      await new Promise((r) => setTimeout(r, 200));
+      await off();
+      out.changes = changes;
+      try { await sd.start('sdh-cli-bad.service'); } catch (e) { out.bad = [e.code, e.result, e.message]; }
+      sd.close();
+      console.log(JSON.stringify(out));
+    `;
+    try {
+      const r = await c.node(['--input-type=module', '-e', script], { check: true, timeoutMs: 60_000 });
+      const out = JSON.parse(r.stdout) as { changes: string[] } & Record<string, unknown>;
+      expect(out).toMatchObject({ start: 'done', reload: 'done', restart: 'done', newPid: true, stop: 'done', after: 'inactive' });
+      expect(out.bad).toEqual(['SDH_JOB_FAILED', 'failed', 'the start job of sdh-cli-bad.service finished with result "failed"']);
+      // PropertiesChanged on the unit's object, in order: started, reloaded, restarted, stopped.
+      console.log(`[${c.label}] ActiveState changes seen: ${out.changes.join(' -> ')}`);
+      expect(out.changes).toContain('active');
+      expect(out.changes).toContain('reloading');
+      expect(out.changes).toContain('deactivating');
+      expect(out.changes.at(-1)).toBe('inactive');
+    } finally {
+      await c.removeUnit('sdh-cli-job.service');
+      await c.removeUnit('sdh-cli-bad.service');
+    }
+  });
+
   it('units render: systemd-analyze verify is clean; the units install, start, serve on 127.0.0.1:8090 and reload', async () => {
     const out = '/tmp/sdh-render';
     const name = 'sdh-rendered';
