@@ -57,12 +57,17 @@ describeEachSuite('journal', (c, suite) => {
   const installed: string[] = [];
   const newRun = () => `${suite}-${randomUUID()}`;
 
-  /** Installs and runs a Type=oneshot unit of journal-service.mjs MODE; returns the unit and the run id. */
+  /**
+   * Installs and runs a Type=oneshot unit of journal-service.mjs MODE; returns the unit and the run id. The process
+   * lingers 1 s after logging: journald looks a native sender's unit up in /proc when it reads the datagram, and a
+   * sender already reaped by then leaves its entries without _SYSTEMD_UNIT (seen on 247 under load; reproduced by
+   * SIGSTOPping journald while a one-shot logs and exits).
+   */
   async function oneshot(name: string, args: string, extra = ''): Promise<{ unit: string; run: string }> {
     const run = newRun();
     const unit = `sdh-j-${name}.service`;
     installed.push(unit);
-    await c.installUnit(unit, `[Service]\nType=oneshot\nExecStart=${NODE} ${SERVICE} ${args}\nEnvironment=SDH_TEST_RUN=${run}\n${extra}`);
+    await c.installUnit(unit, `[Service]\nType=oneshot\nExecStart=${NODE} ${SERVICE} ${args}\nEnvironment=SDH_TEST_RUN=${run} SDH_LINGER_MS=1000\n${extra}`);
     await c.systemctl(['start', unit], { check: true, timeoutMs: 60_000 });
     return { unit, run };
   }
