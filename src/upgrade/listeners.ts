@@ -13,6 +13,9 @@ import { sdError, show } from '../errors.js';
 import type { FdInfo, NativeAddon } from '../native.js';
 import { checkFdName } from '../notify.js';
 
+/** Marks a server whose listen() must not be redirected by sd-handoff/auto. */
+export const INTERNAL_LISTEN = Symbol.for('sd-handoff.internal-listen');
+
 /** Where to bind a stream listener when nobody passed one. */
 export type StreamAddress = { port: number; host?: string } | { path: string };
 /** Where to bind a UDP socket when nobody passed one. */
@@ -131,6 +134,8 @@ export class ListenerSet {
 export async function bindStream(address: StreamAddress, backlog: number, addon: NativeAddon, mode?: number): Promise<number> {
   if ('path' in address) return addon.listenUnix(address.path, backlog, mode ?? -1);
   const server = net.createServer();
+  // sd-handoff/auto patches net.Server#listen; this temporary server must reach Node's own.
+  (server as unknown as Record<symbol, boolean>)[INTERNAL_LISTEN] = true;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) =>
       reject(sdError('SDH_SYSCALL', `cannot listen on ${address.host ?? '*'}:${address.port}: ${err.message}`, { cause: err, ...address })),
