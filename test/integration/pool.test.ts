@@ -1,0 +1,117 @@
+/**
+ * WorkerPool on real systemd: examples/hello-http run as a pool (WORKERS=3) with its shipped unit files, reloaded
+ * with `systemctl reload` (ExecReload= runs `sd-handoff upgrade`) under keep-alive and new-connection load: the
+ * primary hands over to a new one that replaces the workers one at a time; MainPID follows, nothing fails.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describeEachSuite, type Container, type Running } from './lab/index.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const UNIT = 'hello-http.service';
+const SOCKET = 'hello-http.socket';
+const PIDFILE = '/run/hello-http/hello-http.pid';
+
+function exampleUnit(name: string): string {
+  return readFileSync(path.join(ROOT, 'examples/hello-http', name), 'utf8').replaceAll('/opt/sd-handoff', '/project');
+}
+
+interface LoadCounts {
+  ok: number;
+  non2xx: number;
+  refused: number;
+  reset: number;
+  timeout: number;
+  other: number;
+  total: number;
+}
+interface LoadOut {
+  counts: LoadCounts;
+  errorSamples: unknown[];
+}
+
+function startLoad(c: Container, mode: 'keepalive' | 'newconn', connections: number): { stop: () => Promise<LoadOut>; running: Running } {
+  const running = c.spawn(
+    ['/usr/local/bin/node', '--import', 'tsx', 'bench/load.ts', '--url', 'http://127.0.0.1:8080/', '--mode', mode, '-c', String(connections), '-d', '600'],
+    { cwd: '/project', timeoutMs: 700_000 },
+  );
+  return {
+    running,
+    stop: async () => {
+      await c.exec(['pkill', '-TERM', '-f', `bench/load.ts --url http://127.0.0.1:8080/ --mode ${mode} `]);
+      const r = await running.done;
+      if (r.code !== 0) throw new Error(`load generator exited ${r.code}: ${r.stderr}`);
+      return JSON.parse(r.stdout) as LoadOut;
+    },
+  };
+}
+
+const failures = (c: LoadCounts): Omit<LoadCounts, 'ok' | 'total'> => ({ non2xx: c.non2xx, refused: c.refused, reset: c.reset, timeout: c.timeout, other: c.other });
+const NONE = { non2xx: 0, refused: 0, reset: 0, timeout: 0, other: 0 };
+
+async function processes(c: Container, script: string): Promise<number[]> {
+  const r = await c.exec(['pgrep', '-f', `hello-http/${script}`]);
+  return r.stdout.trim().split('\n').filter(Boolean).map(Number);
+}
+
+async function workersOf(c: Container, pid: number): Promise<number[]> {
+  const r = await c.exec(['pgrep', '-P', String(pid), '-f', 'hello-http/worker.mjs']);
+  return r.stdout.trim().split('\n').filter(Boolean).map(Number);
+}
+
+describeEachSuite('worker pool', (c) => {
+  beforeAll(async () => {
+    await c.installUnit(SOCKET, exampleUnit(SOCKET));
+    await c.installUnit(UNIT, exampleUnit(UNIT));
+    await c.writeFile(`/etc/systemd/system/${UNIT}.d/pool.conf`, '[Service]\nEnvironment=WORKERS=3 MAX_SURGE=1 MAX_UNAVAILABLE=0 DRAIN_TIMEOUT_MS=10000\n');
+    await c.systemctl(['daemon-reload'], { check: true });
+    await c.systemctl(['start', SOCKET, UNIT], { check: true });
+  });
+  afterAll(async () => {
+    await c.removeUnit(UNIT);
+    await c.removeUnit(SOCKET);
+  });
+
+  it('5 × systemctl reload of a 3-worker pool under load: a new MainPID each time, 3 new workers, 0 failed requests', async () => {
+    const first = await c.show(UNIT, ['MainPID', 'ActiveState']);
+    expect(first.ActiveState).toBe('active');
+    let main = Number(first.MainPID);
+    expect(await c.waitFor(async () => ((await workersOf(c, main)).length === 3 ? true : undefined), 15_000, { what: '3 workers' })).toBe(true);
+    const ka = startLoad(c, 'keepalive', 8);
+    const nc = startLoad(c, 'newconn', 4);
+    await new Promise((r) => setTimeout(r, 1000));
+    const mains = [main];
+    let workers = await workersOf(c, main);
+    for (let i = 0; i < 5; i++) {
+      const r = await c.systemctl(['reload', UNIT], { timeoutMs: 90_000 });
+      expect(r.code, `reload ${i + 1}: ${r.stderr}`).toBe(0);
+      const s = await c.show(UNIT, ['MainPID', 'ActiveState', 'StatusText']);
+      expect(s.ActiveState).toBe('active');
+      main = Number(s.MainPID);
+      expect(main).not.toBe(mains.at(-1));
+      expect(Number((await c.exec(['cat', PIDFILE])).stdout.trim())).toBe(main);
+      expect(s.StatusText).toMatch(new RegExp(`^upgraded: pid ${main} took over from ${mains.at(-1)} in \\d+ ms$`));
+      const now = await workersOf(c, main);
+      expect(now).toHaveLength(3);
+      expect(now.filter((w) => workers.includes(w))).toEqual([]);
+      workers = now;
+      mains.push(main);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    const [k, n] = await Promise.all([ka.stop(), nc.stop()]);
+    expect(new Set(mains).size).toBe(6);
+    expect(k.counts.ok).toBeGreaterThan(300);
+    expect(n.counts.ok).toBeGreaterThan(100);
+    expect(failures(k.counts), JSON.stringify(k.errorSamples)).toEqual(NONE);
+    expect(failures(n.counts), JSON.stringify(n.errorSamples)).toEqual(NONE);
+    // Old primaries are gone, and so are their workers: one primary and 3 workers are left, all in the unit.
+    const left = await c.waitFor(async () => ((await processes(c, 'server.mjs')).length === 1 ? true : undefined), 30_000, { what: 'old primaries to exit' });
+    expect(left).toBe(true);
+    expect(await processes(c, 'server.mjs')).toEqual([main]);
+    expect((await processes(c, 'worker.mjs')).sort()).toEqual([...workers].sort());
+    const cgroup = (await c.exec(['systemctl', 'show', '-P', 'ControlGroup', UNIT], { check: true })).stdout.trim();
+    const procs = (await c.exec(['cat', `/sys/fs/cgroup${cgroup}/cgroup.procs`])).stdout.trim().split('\n').map(Number);
+    for (const w of workers) expect(procs).toContain(w);
+  }, 180_000);
+});
