@@ -1,0 +1,97 @@
+/**
+ * sd-handoff/auto on real systemd: unmodified Express and Fastify applications started with
+ * `node --import sd-handoff/auto`, their port passed by socket activation (matched by port: the socket's fd name is
+ * systemd's default), reloaded with `systemctl reload` (ExecReload= runs `sd-handoff upgrade`) under load.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describeEachSuite, type Container } from './lab/index.js';
+
+const PORT = 8091;
+
+function units(app: string): { socket: string; service: string } {
+  return {
+    socket: `[Socket]\nListenStream=127.0.0.1:${PORT}\nBacklog=4096\n`,
+    service: [
+      '[Unit]',
+      `Requires=sdh-auto-${app}.socket`,
+      `After=sdh-auto-${app}.socket`,
+      '[Service]',
+      'Type=notify',
+      // From the project directory, so `sd-handoff/auto` resolves to the package (as from node_modules).
+      'WorkingDirectory=/project',
+      `ExecStart=/usr/local/bin/node --import sd-handoff/auto /project/test/fixtures/auto/${app}-app.mjs`,
+      'ExecReload=/usr/local/bin/node /project/dist/cli.js upgrade --timeout 60',
+      `PIDFile=/run/sdh-auto-${app}/app.pid`,
+      `RuntimeDirectory=sdh-auto-${app}`,
+      `Environment=PORT=${PORT} SDH_PIDFILE=/run/sdh-auto-${app}/app.pid SDH_CONTROL_SOCKET=/run/sdh-auto-${app}/control.sock SDH_DRAIN_TIMEOUT_MS=10000`,
+      'TimeoutStopSec=20',
+      '',
+    ].join('\n'),
+  };
+}
+
+interface LoadOut {
+  counts: { ok: number; non2xx: number; refused: number; reset: number; timeout: number; other: number; total: number };
+  errorSamples: unknown[];
+}
+
+function startLoad(c: Container, mode: 'keepalive' | 'newconn', connections: number): () => Promise<LoadOut> {
+  const url = `http://127.0.0.1:${PORT}/`;
+  const running = c.spawn(['/usr/local/bin/node', '--import', 'tsx', 'bench/load.ts', '--url', url, '--mode', mode, '-c', String(connections), '-d', '600'], {
+    cwd: '/project',
+    timeoutMs: 700_000,
+  });
+  return async () => {
+    await c.exec(['pkill', '-TERM', '-f', `bench/load.ts --url ${url} --mode ${mode} `]);
+    const r = await running.done;
+    if (r.code !== 0) throw new Error(`load generator exited ${r.code}: ${r.stderr}`);
+    return JSON.parse(r.stdout) as LoadOut;
+  };
+}
+
+describeEachSuite('sd-handoff/auto', (c) => {
+  for (const app of ['express', 'fastify']) {
+    const service = `sdh-auto-${app}.service`;
+    const socket = `sdh-auto-${app}.socket`;
+    beforeAll(async () => {
+      const u = units(app);
+      await c.installUnit(socket, u.socket);
+      await c.installUnit(service, u.service);
+    });
+    afterAll(async () => {
+      await c.removeUnit(service);
+      await c.removeUnit(socket);
+    });
+
+    it(`an unmodified ${app} app: 3 × systemctl reload under load, a new MainPID each time, 0 failed requests`, async () => {
+      await c.systemctl(['start', socket, service], { check: true });
+      try {
+        let main = Number((await c.show(service, ['MainPID'])).MainPID);
+        expect(main).toBeGreaterThan(0);
+        const stopKa = startLoad(c, 'keepalive', 6);
+        const stopNc = startLoad(c, 'newconn', 3);
+        await new Promise((r) => setTimeout(r, 1000));
+        const mains = [main];
+        for (let i = 0; i < 3; i++) {
+          const r = await c.systemctl(['reload', service], { timeoutMs: 60_000 });
+          expect(r.code, `reload ${i + 1}: ${r.stderr}`).toBe(0);
+          const s = await c.show(service, ['MainPID', 'ActiveState']);
+          expect(s.ActiveState).toBe('active');
+          main = Number(s.MainPID);
+          expect(main).not.toBe(mains.at(-1));
+          mains.push(main);
+        }
+        await new Promise((r) => setTimeout(r, 500));
+        const [k, n] = await Promise.all([stopKa(), stopNc()]);
+        expect(k.counts.ok).toBeGreaterThan(200);
+        expect(n.counts.ok).toBeGreaterThan(50);
+        expect(k.counts.total - k.counts.ok, JSON.stringify(k.errorSamples)).toBe(0);
+        expect(n.counts.total - n.counts.ok, JSON.stringify(n.errorSamples)).toBe(0);
+        const answer = await c.exec(['curl', '-sf', `http://127.0.0.1:${PORT}/`], { check: true });
+        expect(answer.stdout).toContain(`hello from ${main}`);
+      } finally {
+        await c.systemctl(['stop', service, socket]);
+      }
+    }, 120_000);
+  }
+});
