@@ -16,6 +16,7 @@ import { hostUnavailableReason } from './availability.js';
 import { sweepOrphans } from './cgroup.js';
 import { ENABLE_HINT, type Suite, isCI, selectedSuites } from './config.js';
 import { type Container, bootContainer } from './container.js';
+import { hostSetup, labTarget } from './host.js';
 import { cleanupSync } from './registry.js';
 import { type Rootfs, aptMirror, ensureRootfs } from './rootfs.js';
 import type { LabState } from './state.js';
@@ -65,6 +66,14 @@ export default async function setup(project: TestProject): Promise<() => Promise
     if (containers.length > 0) log(`stopped ${containers.map((c) => c.suite).join(', ')} in ${Date.now() - t0} ms`);
     if (errors.length > 0) throw new Error(`lab teardown: ${errors.join('; ')}`);
   };
+
+  if (labTarget() === 'host') {
+    // Host mode (a Vagrant VM): the systemd under test is this machine's PID 1; no rootfs, no container.
+    const host = await hostSetup(log);
+    for (const s of suites) state.suites[s] = { status: 'unavailable', reason: 'SDH_LAB_TARGET=host runs no containers', hint: 'unset SDH_LAB_TARGET' };
+    project.provide('sdhLab', { ...state, host });
+    return teardown;
+  }
 
   const reason = hostUnavailableReason();
   if (reason) {

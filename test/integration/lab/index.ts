@@ -17,10 +17,12 @@ import { describe, inject, it } from 'vitest';
 
 import { type Suite, EXPECTED_SYSTEMD, selectedSuites } from './config.js';
 import { Container } from './container.js';
+import { HostMachine } from './host.js';
 import type { LabState, SuiteState } from './state.js';
 
 export { ALL_SUITES, CONTAINER_PATH, EXPECTED_SYSTEMD, type Suite } from './config.js';
 export { Container, bootContainer, type BootOptions, type ContainerInfo, type ExecOptions, type JournalEntry, type JournalOptions } from './container.js';
+export { HOST_NODE, HOST_PROJECT, HostMachine, type HostInfo, type LabTarget, labTarget } from './host.js';
 export { CommandError, type ExecResult, type Running, waitFor } from './run.js';
 
 /** The suites this run uses (SDH_LAB_SUITES, default bullseye, bookworm, trixie). */
@@ -56,6 +58,11 @@ export function lab(suite: Suite): Container {
  * failed to boot is one failing test with the boot error.
  */
 export function describeEachSuite(name: string, fn: (c: Container, suite: Suite) => void): void {
+  const host = labState().host;
+  if (host) {
+    describeOnHost(name, host, fn);
+    return;
+  }
   for (const suite of SUITES) {
     const s = suiteState(suite);
     if (s.status === 'ready') {
@@ -72,5 +79,25 @@ export function describeEachSuite(name: string, fn: (c: Container, suite: Suite)
         });
       });
     }
+  }
+}
+
+let hostMachine: HostMachine | undefined;
+
+/**
+ * Host mode (SDH_LAB_TARGET=host, see host.ts): one describe, `NAME · DISTRO (systemd N)`, on this machine; a host
+ * that does not qualify is one failing test with the reason.
+ */
+function describeOnHost(name: string, host: NonNullable<LabState['host']>, fn: (c: Container, suite: Suite) => void): void {
+  if (host.status === 'ready') {
+    hostMachine ??= new HostMachine(host.info);
+    const c = hostMachine;
+    describe(`${name} · ${c.label}`, () => fn(c, c.suite));
+  } else {
+    describe(`${name} · host`, () => {
+      it('host is usable as the lab (SDH_LAB_TARGET=host)', () => {
+        throw new Error(host.error);
+      });
+    });
   }
 }

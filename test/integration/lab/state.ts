@@ -4,6 +4,7 @@
  */
 import type { ContainerInfo } from './container.js';
 import type { Suite } from './config.js';
+import type { HostState } from './host.js';
 
 export type SuiteState =
   | { status: 'ready'; container: ContainerInfo; buildMs: number; built: boolean }
@@ -14,6 +15,8 @@ export type SuiteState =
 
 export interface LabState {
   suites: Partial<Record<Suite, SuiteState>>;
+  /** Only with SDH_LAB_TARGET=host (see host.ts): this machine's systemd instead of containers. */
+  host?: HostState;
 }
 
 declare module 'vitest' {
