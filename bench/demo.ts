@@ -20,19 +20,20 @@
  * `--systemd` will run the same measurement against the real-systemd lab (`systemctl reload`, MainPID, the
  * unit's cgroup): that is a {@link Target}; the lab's one is not written yet.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import http from 'node:http';
-import net from 'node:net';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { controlRequest } from '../src/upgrade/control.js';
 import { startLoad, summarize, type Counts, type LatencySummary, type Load, type LoadResult } from './load.js';
+import { ensureBuilt, freePort, get, ProcessTree, readPid, ROOT, rssKb, sleep, waitFor } from './lib/proc.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+/** Moved to bench/lib/proc.ts (shared with bench/run.ts); re-exported for the scripts that import it from here. */
+export { ProcessTree };
+
 const HELLO = path.join(ROOT, 'examples/hello-http/server.mjs');
 
 /** Steady load before the first upgrade, and after the last one. */
@@ -119,96 +120,6 @@ export function hardTimeoutMs(o: DemoOptions): number {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Processes, by pid and start time
-
-interface ProcStat {
-  ppid: number;
-  /** Start time in clock ticks since boot: with the pid, identifies a process (pids are reused). */
-  start: string;
-  state: string;
-}
-
-function readStat(pid: number): ProcStat | undefined {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // The command name (field 2) may hold spaces and parentheses: fields are counted after the last ")".
-  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  return { state: f[0]!, ppid: Number(f[1]), start: f[19]! };
-}
-
-function rssKb(pid: number): number {
-  try {
-    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : 0;
-  } catch {
-    return 0;
-  }
-}
-
-/**
- * Every process of the service: the pids given to {@link add} and, at each {@link scan}, their descendants. A
- * process that exited (or is a zombie) is no longer counted; one whose pid now has another start time is not ours.
- */
-export class ProcessTree {
-  /** pid -> start time, every process of the service ever seen. */
-  readonly seen = new Map<number, string>();
-
-  add(pid: number): void {
-    if (this.seen.has(pid)) return;
-    const st = readStat(pid);
-    if (st && st.state !== 'Z' && st.state !== 'X') this.seen.set(pid, st.start);
-  }
-
-  /** True when `pid` (as we knew it) no longer runs: gone, a zombie, or the pid now names another process. */
-  exited(pid: number): boolean {
-    const st = readStat(pid);
-    if (!st || st.state === 'Z' || st.state === 'X') return true;
-    const start = this.seen.get(pid);
-    return start !== undefined && start !== st.start;
-  }
-
-  /** Finds new descendants of the live processes; returns the live ones. */
-  scan(): number[] {
-    const stats = new Map<number, ProcStat>();
-    for (const name of readdirSync('/proc')) {
-      if (!/^\d+$/.test(name)) continue;
-      const st = readStat(Number(name));
-      if (st) stats.set(Number(name), st);
-    }
-    const isLive = (pid: number): boolean => {
-      const st = stats.get(pid);
-      return st !== undefined && st.state !== 'Z' && st.state !== 'X' && st.start === this.seen.get(pid);
-    };
-    for (let grew = true; grew; ) {
-      grew = false;
-      for (const [pid, st] of stats) {
-        if (this.seen.has(pid) || pid === process.pid || st.state === 'Z' || !isLive(st.ppid)) continue;
-        this.seen.set(pid, st.start);
-        grew = true;
-      }
-    }
-    return [...this.seen.keys()].filter(isLive);
-  }
-
-  /** Sends `signal` to every live process of the service, by pid (start time checked first). */
-  signalAll(signal: NodeJS.Signals): number[] {
-    const live = this.scan();
-    for (const pid of live) {
-      try {
-        process.kill(pid, signal);
-      } catch {
-        /* exited meanwhile */
-      }
-    }
-    return live;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // Targets: where the service runs
 
 /** A running service under measurement, however it was started. */
@@ -242,75 +153,6 @@ export interface Service {
 export interface Target {
   readonly name: string;
   start(options: DemoOptions, log: (line: string) => void): Promise<Service>;
-}
-
-/** Wait until `fn` returns a value, polling every `everyMs`; rejects after `timeoutMs` naming `what`. */
-async function waitFor<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, timeoutMs: number, everyMs = 5): Promise<T> {
-  const end = performance.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (performance.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-function readPid(file: string): number | undefined {
-  try {
-    const t = readFileSync(file, 'utf8').trim();
-    return /^\d+$/.test(t) ? Number(t) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function get(url: string): Promise<number> {
-  return new Promise((resolve) => {
-    const req = http.get(url, { agent: false, timeout: 2000 }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve(0));
-  });
-}
-
-/** Newest modification time (ms) of any file under `dir`. */
-function newestMtime(dir: string): number {
-  let newest = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    newest = Math.max(newest, e.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
-  }
-  return newest;
-}
-
-/** Compiles dist/ when the example would otherwise run a missing or stale build. */
-function ensureBuilt(log: (line: string) => void): void {
-  const index = path.join(ROOT, 'dist/index.js');
-  const built = existsSync(index) ? statSync(index).mtimeMs : 0;
-  if (built !== 0 && built >= newestMtime(path.join(ROOT, 'src'))) return;
-  log(`building dist/ (${built === 0 ? 'dist/index.js is missing' : 'dist/index.js is older than src/'}): tsc -p tsconfig.build.json`);
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], {
-    cwd: ROOT,
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
-  if (r.status !== 0) throw new Error(`tsc -p tsconfig.build.json failed (${r.error?.message ?? `status ${r.status}`})`);
 }
 
 /** hello-http as a local process tree, upgraded by SIGHUP, PID file and control socket in a temporary directory. */
