@@ -22,6 +22,7 @@
  * It targets only loopback addresses (127.0.0.0/8, ::1) or a unix socket: it is not a tool to point at others'
  * hosts. CLI: `node --import tsx bench/load.ts --url http://127.0.0.1:PORT/ --mode keepalive -c 32 -d 10` prints JSON.
  */
+import { writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -433,6 +434,7 @@ async function cli(argv: string[]): Promise<void> {
       'slow-path': { type: 'string' },
       'slow-connections': { type: 'string', default: '1' },
       hist: { type: 'boolean', default: false },
+      'started-file': { type: 'string' },
     },
   });
   if (!values.url) throw sdError('SDH_INVALID_OPTION', '--url is required');
@@ -448,6 +450,8 @@ async function cli(argv: string[]): Promise<void> {
   });
   // SIGTERM / SIGINT end the run early (a test stops the load once its upgrades are done) and still print the result.
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => void load.stop());
+  // Tells a caller that the load runs (and that SIGTERM is now handled): a slow start must not be mistaken for one.
+  if (values['started-file']) writeFileSync(values['started-file'], `${process.pid}\n`);
   const result = await load.done;
   const out = values.hist ? result : { ...result, windows: result.windows.map(({ hist: _h, ...w }) => w) };
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);

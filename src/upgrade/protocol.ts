@@ -48,7 +48,7 @@ export type ChildMessage =
   | { t: 'failed'; reason: string }
   | { t: 'request'; id: number; body: unknown };
 export type ParentMessage =
-  | { t: 'handover' }
+  | { t: 'handover'; lastUpgrade?: { ok: boolean; at: string; pid?: number; durationMs?: number; error?: string } }
   | { t: 'abort'; reason: string }
   | { t: 'reply'; id: number; ok: true; body: unknown }
   | { t: 'reply'; id: number; ok: false; error: string; code?: string };

@@ -9,10 +9,14 @@
  * (SCM_RIGHTS, at most 253 per message, so more listeners take several lines):
  *
  *   new -> old   {"cmd":"takeover"}
- *   old -> new   {"t":"offer","count":N,"pid":OLD}                  then, for every chunk of at most 253:
+ *   old -> new   {"t":"offer","count":N,"pid":OLD,"env":{...}}      then, for every chunk of at most 253:
  *   old -> new   {"t":"fds","names":[...]}  + fds
  *   new -> old   {"t":"ready","pid":NEW}    or {"t":"failed","reason":"..."}
  *   old -> new   {"t":"handover"}           (after MAINPID=NEW + READY=1) or {"t":"abort","reason":"..."}
+ *
+ * `env` carries what systemd gave the main process only (NOTIFY_SOCKET, WATCHDOG_USEC): a process started from
+ * `ExecReload=` is a control process, which systemd gives no NOTIFY_SOCKET unless NotifyAccess=all, yet once it
+ * has taken over it is the main process and must be able to notify.
  *
  * The old side writes only with the addon's sendmsg on that connection (so lines and fds never reorder); the new
  * side owns a blocking socket from the addon and reads with recvmsg.
@@ -36,7 +40,11 @@ export class TakeoverClient {
   ) {}
 
   /** Connects to the running instance and receives its listeners, by name. */
-  static async connect(path: string, addon: NativeAddon, timeoutMs: number): Promise<{ client: TakeoverClient; oldPid: number; listeners: Array<{ name: string; fd: number }> }> {
+  static async connect(
+    path: string,
+    addon: NativeAddon,
+    timeoutMs: number,
+  ): Promise<{ client: TakeoverClient; oldPid: number; listeners: Array<{ name: string; fd: number }>; env: Record<string, string> }> {
     let fd: number;
     try {
       fd = addon.connectUnix(path);
@@ -67,7 +75,8 @@ export class TakeoverClient {
         }
         names.forEach((name, i) => listeners.push({ name: name as string, fd: fds[i]! }));
       }
-      return { client, oldPid: offer.pid, listeners };
+      const env = typeof offer.env === 'object' && offer.env !== null ? (offer.env as Record<string, string>) : {};
+      return { client, oldPid: offer.pid, listeners, env };
     } catch (err) {
       client.close();
       throw err;
@@ -115,9 +124,15 @@ export class TakeoverClient {
 }
 
 /** The old side: sends every listener over a control connection, in chunks of at most 253 fds. */
-export async function offerListeners(addon: NativeAddon, fd: number, pid: number, listeners: ReadonlyArray<{ name: string; fd: number }>): Promise<void> {
+export async function offerListeners(
+  addon: NativeAddon,
+  fd: number,
+  pid: number,
+  listeners: ReadonlyArray<{ name: string; fd: number }>,
+  env: Record<string, string>,
+): Promise<void> {
   const line = (msg: Record<string, unknown>): Buffer => Buffer.from(`${JSON.stringify(msg)}\n`);
-  await addon.sendMsg(fd, line({ t: 'offer', count: listeners.length, pid }), [], IO_TIMEOUT_MS);
+  await addon.sendMsg(fd, line({ t: 'offer', count: listeners.length, pid, env }), [], IO_TIMEOUT_MS);
   for (let i = 0; i < listeners.length; i += MAX_FDS_PER_MESSAGE) {
     const chunk = listeners.slice(i, i + MAX_FDS_PER_MESSAGE);
     await addon.sendMsg(fd, line({ t: 'fds', names: chunk.map((l) => l.name) }), chunk.map((l) => l.fd), IO_TIMEOUT_MS);

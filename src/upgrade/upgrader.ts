@@ -406,8 +406,12 @@ export class Upgrader extends EventEmitter {
   /** New side of a takeover: receive the running instance's listeners, by name. */
   async #connectTakeover(path: string): Promise<void> {
     try {
-      const { client, oldPid, listeners } = await TakeoverClient.connect(path, this.#addon, this.#o.upgradeTimeoutMs);
+      const { client, oldPid, listeners, env } = await TakeoverClient.connect(path, this.#addon, this.#o.upgradeTimeoutMs);
       this.#takeover = { client, oldPid, path };
+      // What systemd told the main process and not us (started from ExecReload=, we are a control process).
+      for (const key of ['NOTIFY_SOCKET', 'WATCHDOG_USEC'] as const) {
+        if (this.#env[key] === undefined && typeof env[key] === 'string') this.#env[key] = env[key];
+      }
       this.#listeners.adopt(listeners.map((l) => ({ name: l.name, fd: l.fd, info: this.#addon.describe(l.fd), origin: 'parent' as const })));
       this.#emitLog({ priority: 6, event: 'takeover-offered', message: `pid ${oldPid} offered ${listeners.length} listener(s) for takeover`, oldPid, newPid: this.#pid });
     } catch (err) {
@@ -681,6 +685,7 @@ export class Upgrader extends EventEmitter {
     }
     t.client.close();
     this.#takeover = undefined;
+    this.lastUpgrade = answer.lastUpgrade as Upgrader['lastUpgrade'];
     this.#emitLog({ priority: 6, event: 'upgrade-took-over', message: `pid ${this.#pid} took over from pid ${t.oldPid}`, newPid: this.#pid, oldPid: t.oldPid });
     this.#report(`ok ${this.#pid}`);
   }
@@ -744,6 +749,7 @@ export class Upgrader extends EventEmitter {
     if (msg.t !== 'handover') {
       throw sdError('SDH_UPGRADE_FAILED', `the upgrading parent refused the handover: ${msg.t === 'abort' ? msg.reason : show(msg)}`);
     }
+    this.lastUpgrade = msg.lastUpgrade;
     // From now on we are main: what we print must go where the parent's output went (the journal stream), not
     // into pipes that die with the parent.
     this.#addon.dup2(STDOUT_FD, 1);
@@ -811,10 +817,24 @@ export class Upgrader extends EventEmitter {
       const durationMs = Math.round(performance.now() - started);
       // Still main: hand over in one datagram, so systemd never sees the new pid without READY=1.
       this.#notifier.mainPid(pid, { ready: true, status: `upgraded: pid ${pid} took over from ${this.#pid} in ${durationMs} ms` });
-      (child.stdio[3] as net.Socket).write(`${JSON.stringify({ t: 'handover' } satisfies ParentMessage)}\n`);
+      await this.#settled();
+      this.lastUpgrade = { ok: true, at: new Date().toISOString(), pid, durationMs };
+      (child.stdio[3] as net.Socket).write(`${JSON.stringify({ t: 'handover', lastUpgrade: this.lastUpgrade } satisfies ParentMessage)}\n`);
       return this.#handedOver(id, pid, durationMs, child);
     } catch (err) {
       throw this.#upgradeFailed(err, id, started, current.child?.pid);
+    }
+  }
+
+  /**
+   * Waits until systemd has processed the handover datagram (BARRIER=1, which systemd answers whoever sends it),
+   * so that a reload job, `systemctl show` or the new process's first notification never overtakes MAINPID=.
+   */
+  async #settled(): Promise<void> {
+    try {
+      await this.#notifier.barrier(5000);
+    } catch (err) {
+      this.#emitLog({ priority: 4, event: 'barrier-failed', message: `systemd did not confirm the handover: ${(err as Error).message}` });
     }
   }
 
@@ -822,7 +842,6 @@ export class Upgrader extends EventEmitter {
   #handedOver(id: string, pid: number, durationMs: number, child?: ChildProcess): UpgradeResult {
     this.#notifier.stopWatchdog();
     const result: UpgradeResult = { pid, oldPid: this.#pid, durationMs };
-    this.lastUpgrade = { ok: true, at: new Date().toISOString(), pid, durationMs };
     this.#emitLog({
       priority: 5,
       event: 'upgrade-ready',
@@ -889,7 +908,9 @@ export class Upgrader extends EventEmitter {
     this.#emitLog({ priority: 5, event: 'upgrade-started', message: `takeover ${id} by pid ${newPid} started`, upgrade: id, oldPid: this.#pid, newPid, kind: 'takeover' });
     this.emit('upgrade', { id, takeover: true });
     try {
-      await offerListeners(this.#addon, ctx.fd, this.#pid, this.#listeners.claimed().map((h) => ({ name: h.name, fd: h.fd })));
+      const env: Record<string, string> = {};
+      for (const key of ['NOTIFY_SOCKET', 'WATCHDOG_USEC'] as const) if (this.#env[key]) env[key] = this.#env[key]!;
+      await offerListeners(this.#addon, ctx.fd, this.#pid, this.#listeners.claimed().map((h) => ({ name: h.name, fd: h.fd })), env);
       const answer = await new Promise<Record<string, unknown>>((resolve, reject) => {
         const timer = setTimeout(
           () => reject(sdError('SDH_UPGRADE_TIMEOUT', `the process taking over (pid ${newPid}) did not become ready within ${this.#o.upgradeTimeoutMs} ms`, { pid: newPid })),
@@ -912,7 +933,9 @@ export class Upgrader extends EventEmitter {
       if (answer.t !== 'ready') throw sdError('SDH_PROTOCOL', `the process taking over sent ${show(answer)}`, { pid: newPid });
       const durationMs = Math.round(performance.now() - started);
       this.#notifier.mainPid(newPid, { ready: true, status: `taken over: pid ${newPid} took over from ${this.#pid} in ${durationMs} ms` });
-      await sendLine(this.#addon, ctx.fd, { t: 'handover' });
+      await this.#settled();
+      this.lastUpgrade = { ok: true, at: new Date().toISOString(), pid: newPid, durationMs };
+      await sendLine(this.#addon, ctx.fd, { t: 'handover', lastUpgrade: this.lastUpgrade });
       return this.#handedOver(id, newPid, durationMs);
     } catch (err) {
       const error = this.#upgradeFailed(err, id, started, newPid);

@@ -6,7 +6,8 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describeEachSuite, type Container, type Running } from './lab/index.js';
+import { describeEachSuite, type Container } from './lab/index.js';
+import { failures, NO_FAILURES as NONE, startLoad } from './load.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const UNIT = 'hello-http.service';
@@ -17,43 +18,6 @@ const PIDFILE = '/run/hello-http/hello-http.pid';
 function exampleUnit(name: string): string {
   return readFileSync(path.join(ROOT, 'examples/hello-http', name), 'utf8').replaceAll('/opt/sd-handoff', '/project');
 }
-
-interface LoadCounts {
-  ok: number;
-  non2xx: number;
-  refused: number;
-  reset: number;
-  timeout: number;
-  other: number;
-  total: number;
-}
-interface LoadOut {
-  counts: LoadCounts;
-  otherCodes: Record<string, number>;
-  errorSamples: unknown[];
-  slow?: { counts: LoadCounts };
-}
-
-/** Starts the load generator inside the container (its network is private); stop() ends it and parses its result. */
-function startLoad(c: Container, mode: 'keepalive' | 'newconn', connections: number, extra: string[] = []): { stop: () => Promise<LoadOut>; running: Running } {
-  const running = c.spawn(
-    ['/usr/local/bin/node', '--import', 'tsx', 'bench/load.ts', '--url', 'http://127.0.0.1:8080/', '--mode', mode, '-c', String(connections), '-d', '600', ...extra],
-    { cwd: '/project', timeoutMs: 700_000 },
-  );
-  return {
-    running,
-    stop: async () => {
-      // Signal the generator itself (it prints its result on SIGTERM), not the nsenter that started it.
-      await c.exec(['pkill', '-TERM', '-f', `bench/load.ts --url http://127.0.0.1:8080/ --mode ${mode} `]);
-      const r = await running.done;
-      if (r.code !== 0) throw new Error(`load generator exited ${r.code}: ${r.stderr}`);
-      return JSON.parse(r.stdout) as LoadOut;
-    },
-  };
-}
-
-const failures = (c: LoadCounts): Omit<LoadCounts, 'ok' | 'total'> => ({ non2xx: c.non2xx, refused: c.refused, reset: c.reset, timeout: c.timeout, other: c.other });
-const NONE = { non2xx: 0, refused: 0, reset: 0, timeout: 0, other: 0 };
 
 async function state(c: Container): Promise<{ pid: number; active: string; status: string; pidFile: number }> {
   const p = await c.show(UNIT, ['MainPID', 'ActiveState', 'StatusText']);
@@ -88,8 +52,8 @@ describeEachSuite('upgrader', (c) => {
     const first = await state(c);
     expect(first.active).toBe('active');
     expect(first.pidFile).toBe(first.pid);
-    const ka = startLoad(c, 'keepalive', 8, ['--slow-path', '/slow', '--slow-connections', '2']);
-    const nc = startLoad(c, 'newconn', 4);
+    const ka = await startLoad(c, 'keepalive', 8, ['--slow-path', '/slow', '--slow-connections', '2']);
+    const nc = await startLoad(c, 'newconn', 4);
     await new Promise((r) => setTimeout(r, 1000));
     const pids = [first.pid];
     for (let i = 0; i < 20; i++) {
@@ -166,7 +130,7 @@ describeEachSuite('upgrader', (c) => {
       '[Service]\nType=notify-reload\nExecReload=\nEnvironment=HELLO_FAIL_FILE=/run/sdh-hello-fail HELLO_HANG_FILE=/run/sdh-hello-hang UPGRADE_TIMEOUT_MS=3000\n',
     );
     await c.systemctl(['restart', UNIT], { check: true });
-    const ka = startLoad(c, 'keepalive', 4);
+    const ka = await startLoad(c, 'keepalive', 4);
     await new Promise((r) => setTimeout(r, 500));
     let pid = (await state(c)).pid;
     for (let i = 0; i < 3; i++) {
@@ -197,7 +161,7 @@ describeEachSuite('upgrader', (c) => {
     };
     const ino = await inode();
     expect(Number((await c.show(UNIT, ['NFileDescriptorStore'])).NFileDescriptorStore)).toBeGreaterThanOrEqual(1);
-    const nc = startLoad(c, 'newconn', 4);
+    const nc = await startLoad(c, 'newconn', 4);
     await new Promise((r) => setTimeout(r, 500));
     const before = (await state(c)).pid;
     await c.systemctl(['restart', UNIT], { check: true, timeoutMs: 60_000 });

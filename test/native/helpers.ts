@@ -112,7 +112,15 @@ export class NotifyRecorder {
         this.error = err;
         return;
       }
-      if (r) this.messages.push({ text: r.data.toString(), fds: r.fds, pid: r.cred?.pid });
+      if (!r) continue;
+      const text = r.data.toString();
+      // As systemd does: a barrier is answered by closing the fd it carries, at once.
+      if (text === 'BARRIER=1') {
+        for (const fd of r.fds) native().close(fd);
+        this.messages.push({ text, fds: [], pid: r.cred?.pid });
+        continue;
+      }
+      this.messages.push({ text, fds: r.fds, pid: r.cred?.pid });
     }
   }
 
