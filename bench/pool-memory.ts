@@ -295,6 +295,18 @@ function markdown(results: Scenario[]): string {
     const n = r.load.newconn;
     lines.push(`| ${r.maxSurge} | ${mib(r.steady.primaryRssKb)} | ${mib(r.steady.workerRssKb)} | ${k.ok} / ${k.total - k.ok} | ${n.ok} / ${n.total - n.ok} | ${r.ok ? 'yes' : 'NO'} |`);
   }
+  for (const r of results) {
+    for (const p of r.phases.filter((ph) => ph.ratioRss > r.bound)) {
+      lines.push(
+        '',
+        `maxSurge ${r.maxSurge}, ${p.name}: peak RSS ${p.ratioRss.toFixed(3)}x is above the ${r.bound}x bound. At the peak: ${p.peakPrimaries} primaries and ` +
+          `${p.peakWorkers} workers (${p.peakDetail}). While the new primary takes over, both primaries are alive; the second one costs about ` +
+          `${mib(r.steady.primaryRssKb)} of RSS (${((100 * r.steady.primaryRssKb) / r.steady.rssKb).toFixed(1)} % of steady), most of it the node binary's pages ` +
+          `that every Node process shares, which is why PSS grows only ${p.ratioPss.toFixed(3)}x. Keeping ${WORKERS} workers available minus maxUnavailable ` +
+          `while two primaries exist needs that memory; meeting the bound would take maxUnavailable 2 or workers adopted by the new primary.`,
+      );
+    }
+  }
   return `${lines.join('\n')}\n`;
 }
 
