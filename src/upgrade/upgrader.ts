@@ -1117,6 +1117,12 @@ export class Upgrader extends EventEmitter {
       this.#removeSignals();
       if (reason === 'upgraded' && this.#o.exitWhenDrained) {
         this.#emitLog({ priority: 6, event: 'exited', message: `pid ${this.#pid} exits after its upgrade`, oldPid: this.#pid, newPid: child?.pid });
+        // journald looks a sender's unit up in /proc when it reads the datagram: linger a moment after the last
+        // entries, or they may arrive without _SYSTEMD_UNIT (seen on 247 under load).
+        if (defaultJournal?.target === 'journal') {
+          await defaultJournal.flush(1000).catch(() => {});
+          await new Promise((r) => setTimeout(r, 200));
+        }
         this.#exit(0);
       }
     })();
