@@ -27,7 +27,6 @@
  */
 import { spawn as nodeSpawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { performance } from 'node:perf_hooks';
 import { sdError, SdHandoffError, show } from '../errors.js';
 import { defaultNotifier, type Notifier } from '../notify.js';
 import type { StreamAddress } from '../upgrade/listeners.js';
