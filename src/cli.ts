@@ -7,6 +7,7 @@
  *   sd-handoff status UNIT [--bus ADDRESS] [--json]
  *   sd-handoff units render --name N --exec CMD --listen ADDR... [options]
  *   sd-handoff takeover [--socket PATH] [--timeout S] [--json] -- CMD ARGS...
+ *   sd-handoff run [--listen ADDR[=NAME]]... [--ready notify|port|delay] [options] -- CMD ARGS...
  *
  * Exit codes: 0 success; 1 the operation failed (the reason is printed); 2 bad usage; 3 the service or the system
  * bus could not be reached; 4 no such unit. Every subcommand has `--help`. docs/cli.md has examples.
@@ -20,6 +21,7 @@ import { Systemd, type ConnectOptions, type ListenAddress, type UnitState } from
 import { SdHandoffError } from './errors.js';
 import { controlRequest } from './upgrade/control.js';
 import { launchTakeover } from './upgrade/launch.js';
+import { checkRunOptions, runCommand, splitCommand, type RunWorld } from './run.js';
 import { renderUnits, verifyRendered, type RenderOptions, type RenderedUnit, type VerifyResult } from './units.js';
 
 export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, UNREACHABLE: 3, NO_SUCH_UNIT: 4 } as const;
@@ -40,6 +42,9 @@ Usage:
   sd-handoff takeover [--socket PATH] [--timeout S] [--json] -- CMD ARGS...
       Start CMD (an sd-handoff service) so that it takes every listener over from the running instance, wait
       until it has, and exit non-zero if it failed (the running instance then keeps serving).
+  sd-handoff run [--listen ADDR[=NAME]]... [--ready notify|port|delay] [options] -- CMD ARGS...
+      Hold the listening sockets and run any program with them (LISTEN_FDS); on SIGHUP or \`sd-handoff upgrade\`
+      start a new instance with the same sockets, wait until it is ready, then stop the old one.
 
 Exit codes: 0 success, 1 failed (the reason is printed), 2 bad usage, 3 service or system bus not reachable,
 4 no such unit.
@@ -73,6 +78,41 @@ command's stdout and stderr. From ExecReload=, CMD starts inside the unit's cgro
 
 Prints "took over: pid NEW in N ms". Exit codes: 0 taken over, 1 the takeover failed (the reason is printed),
 2 bad usage.
+`;
+
+const RUN_HELP = `Usage: sd-handoff run [--listen ADDR[=NAME]]... [--ready notify|port|delay] [--delay S] [--timeout S]
+                      [--drain S] [--control-socket PATH] -- CMD ARGS...
+
+Holds the listening sockets and runs CMD (any program: Python, Go, a shell script...) with them the systemd way:
+fds from 3, LISTEN_FDS, LISTEN_FDNAMES, and LISTEN_PID set to CMD's own pid (CMD starts through
+/bin/sh -c 'LISTEN_PID=$$ exec "$0" "$@"'; the arguments pass through untouched). sd-handoff run stays the main
+process (Type=notify: READY=1 once CMD is ready, RELOADING=1 then READY=1 around a reload, STATUS= with CMD's pid).
+
+Reload (SIGHUP, or \`sd-handoff upgrade\` through the control socket, which waits and fails when the reload fails):
+a new instance of CMD starts with the same sockets; once it is ready the old one gets SIGTERM (it drains by
+itself; SIGKILL after --drain). A new instance that exits or is not ready within --timeout is killed and the old
+one keeps serving. If the serving instance exits on its own, sd-handoff run exits with its status (a signal is
+re-raised) and systemd's Restart= decides. SIGTERM/SIGINT go to CMD; sd-handoff run waits (--drain) and exits
+with CMD's status.
+
+  --listen ADDR[=NAME]  repeatable: PORT, HOST:PORT, [V6]:PORT, /path, @abstract, udp:HOST:PORT; NAME goes to
+                        LISTEN_FDNAMES (default "unknown"). Taken from systemd when sd-handoff run is
+                        socket-activated (by NAME, else by address), else bound here. Without --listen, every
+                        socket systemd passed is handed on.
+  --ready MODE          when a new instance counts as ready (default port):
+                          notify  it sends READY=1 to $NOTIFY_SOCKET (a socket of sd-handoff run's; STATUS= is
+                                  forwarded to systemd, MAINPID= ignored)
+                          port    it has accept()ed a probe connection on the first TCP listener itself (not
+                                  the old instance: the socket is shared, so "the port answers" would prove nothing)
+                          delay   it is still running --delay S after it started
+  --delay S             for --ready delay (default 1)
+  --timeout S           how long a new instance may take to be ready (default 60)
+  --drain S             how long an instance told to stop may drain before SIGKILL (default 30)
+  --control-socket PATH the control socket for \`sd-handoff upgrade --socket PATH\` (default $SDH_CONTROL_SOCKET)
+  --workers N           not supported yet (the worker pool runs scripts written for its Worker API only)
+
+Exit codes: CMD's status when it ends (or 128+N for signal N if re-raising it did not end this process); 1 the
+listeners could not be opened or CMD failed to become ready at start; 2 bad usage.
 `;
 
 const RELOAD_HELP = `Usage: sd-handoff reload UNIT [--timeout S] [--bus ADDRESS] [--json]
@@ -151,6 +191,8 @@ export interface CliIo {
   verify?: (units: RenderedUnit[]) => Promise<VerifyResult>;
   /** Wall clock in ms (default Date.now). */
   now?: () => number;
+  /** The world of `run` (default: this process; see {@link RunWorld}). */
+  run?: Partial<RunWorld>;
 }
 
 /** Journal lines, or why there are none. */
@@ -207,6 +249,41 @@ async function takeover(args: string[], io: CliIo): Promise<number> {
     io.err(`sd-handoff takeover: takeover failed: ${e.message}\n`);
     return EXIT.FAILED;
   }
+}
+
+async function run(args: string[], io: CliIo): Promise<number> {
+  const split = splitCommand(args);
+  const { values, positionals } = parseArgs({
+    args: split.options,
+    options: {
+      listen: { type: 'string', multiple: true },
+      ready: { type: 'string' },
+      delay: { type: 'string' },
+      timeout: { type: 'string' },
+      drain: { type: 'string' },
+      workers: { type: 'string' },
+      'control-socket': { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (values.help) {
+    io.out(RUN_HELP);
+    return EXIT.OK;
+  }
+  if (positionals.length > 0) {
+    throw new UsageError(`run: the program goes after \`--\`: sd-handoff run [options] -- ${positionals.join(' ')}`);
+  }
+  let options;
+  try {
+    options = checkRunOptions(values, split.command, io.env);
+  } catch (err) {
+    if ((err as SdHandoffError).code === 'SDH_INVALID_OPTION') throw new UsageError((err as Error).message);
+    throw err;
+  }
+  const world: Partial<RunWorld> = { env: io.env, log: (line) => io.err(`sd-handoff run: ${line}\n`), ...io.run };
+  return runCommand(options, world);
 }
 
 async function upgrade(args: string[], io: CliIo): Promise<number> {
@@ -606,6 +683,8 @@ export async function main(argv: string[], io: CliIo = { out: (t) => process.std
         return await units(rest, io);
       case 'takeover':
         return await takeover(rest, io);
+      case 'run':
+        return await run(rest, io);
       default:
         throw new UsageError(`unknown command ${JSON.stringify(command)}`);
     }
