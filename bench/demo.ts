@@ -72,7 +72,8 @@ const USAGE = `usage: npm run demo -- [--upgrades N] [--interval S] [--connectio
                    request (default 8), plus ${SLOW_LOOPS} loops on /slow
   --ballast MB     MiB of resident memory each service process holds (BALLAST_MB; default 0)
   --json           also print the whole report as one JSON line, last
-  --systemd        measure under real systemd (the lab): not available yet`;
+  --systemd        the same under real systemd: hello-http's units in a lab container (bookworm, or
+                   $SDH_DEMO_SUITE), upgraded by \`systemctl reload\`; needs root`;
 
 function numberOption(name: string, text: string | undefined, fallback: number, min: number, max: number, integer: boolean): number {
   if (text === undefined) return fallback;
@@ -124,8 +125,10 @@ export function hardTimeoutMs(o: DemoOptions): number {
 
 /** A running service under measurement, however it was started. */
 export interface Service {
-  /** Base URL on 127.0.0.1. */
+  /** Base URL on 127.0.0.1 (or naming only the Host header, with socketPath). */
   readonly url: string;
+  /** A unix socket to connect to instead of the URL's host (the lab container's socket, reached from the host). */
+  readonly socketPath?: string;
   /** What it is, for the header line. */
   readonly description: string;
   /** Its PID file and control socket are here; removed at the end. */
@@ -291,7 +294,15 @@ const localTarget: Target = {
  */
 const systemdTarget: Target = {
   name: 'systemd',
-  start: () => Promise.reject(new NotAvailableError('--systemd is not available yet: the lab integration comes with the real-systemd suite')),
+  start: async (options, log) => {
+    if (process.getuid?.() !== 0) throw new NotAvailableError('--systemd boots the real-systemd lab, which needs root (and debootstrap, systemd-nspawn)');
+    const { SystemdService } = await import('./lib/systemd-target.js');
+    const service = await SystemdService.start(
+      { ballastMb: options.ballastMb, upgradeTimeoutMs: SERVICE_UPGRADE_TIMEOUT_MS, drainTimeoutMs: SERVICE_DRAIN_TIMEOUT_MS, suite: process.env.SDH_DEMO_SUITE },
+      log,
+    );
+    return service;
+  },
 };
 
 /** Run on every exit path, first to last: end the service's processes, then remove the temporary directory. */
@@ -414,7 +425,7 @@ async function measure(target: Target, service: Service, options: DemoOptions, l
     samples.push({ t: performance.now(), ...m });
   }, SAMPLE_EVERY_MS);
 
-  const common = { url: service.url, connections: options.connections, durationMs: hardTimeoutMs(options), windowMs };
+  const common = { url: service.url, ...(service.socketPath ? { socketPath: service.socketPath } : {}), connections: options.connections, durationMs: hardTimeoutMs(options), windowMs };
   const keepalive = startLoad({ ...common, mode: 'keepalive', slow: { path: '/slow', connections: SLOW_LOOPS } });
   const newconn = startLoad({ ...common, mode: 'newconn' });
   const loads: Load[] = [keepalive, newconn];
@@ -551,7 +562,7 @@ export function formatReport(r: DemoReport, service: { description: string }): s
   const out = [
     '',
     `sd-handoff demo: ${service.description}`,
-    `  ${o.upgrades} upgrade(s) by SIGHUP about ${o.intervalMs / 1000} s apart; load: ${o.connections} keep-alive + ${o.connections} new-connection loops, ${SLOW_LOOPS} /slow loops; ${(r.durationMs / 1000).toFixed(1)} s`,
+    `  ${o.upgrades} upgrade(s) by ${r.target === 'systemd' ? 'systemctl reload' : 'SIGHUP'} about ${o.intervalMs / 1000} s apart; load: ${o.connections} keep-alive + ${o.connections} new-connection loops, ${SLOW_LOOPS} /slow loops; ${(r.durationMs / 1000).toFixed(1)} s`,
     '',
     line('', 'keep-alive', 'new connection'),
     ...rows.map((x) => line(...x)),

@@ -133,10 +133,4 @@ describe('npm run demo', () => {
       expect(r.stdout).not.toContain('ready');
     });
   }, 20_000);
-
-  it('--systemd says it is not available yet and exits 2', async () => {
-    const r = await runDemo(['--systemd'], 15_000);
-    expect(r.status).toBe(2);
-    expect(r.stderr).toContain('not available yet: the lab integration comes with the real-systemd suite');
-  }, 20_000);
 });
