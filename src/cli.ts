@@ -468,8 +468,8 @@ export function lastUpgrade(c: ControlStatus, statusText: string): { ok: boolean
   if (last) {
     return { ok: last.ok, source: 'control-socket', text: last.ok ? `ok at ${last.at}: pid ${last.pid} took over in ${last.durationMs} ms` : `FAILED at ${last.at}: ${last.error}` };
   }
-  // A process started by an upgrade did not do that upgrade: its control socket knows none, but the STATUS= the
-  // handover left says how it went.
+  // The Upgrader hands the outcome over to the new process; a service that does not (an older sd-handoff, a
+  // restart) still has the STATUS= the handover left.
   const why = c.socket === null ? 'no control socket' : c.error !== undefined ? `control socket: ${c.error}` : `the control socket of pid ${c.answer?.pid} knows no upgrade of its own`;
   if (/^upgraded: /.test(statusText)) return { ok: true, source: 'status-text', text: `${statusText} (status text; ${why})` };
   if (/^upgrade failed: /.test(statusText)) return { ok: false, source: 'status-text', text: `FAILED: ${statusText.slice('upgrade failed: '.length)} (status text; ${why})` };

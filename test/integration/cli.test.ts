@@ -76,10 +76,8 @@ describeEachSuite('sd-handoff CLI', (c) => {
     expect(r.stdout).toMatch(new RegExp(`^ {2}main pid: +${pid}$`, 'm'));
     expect(r.stdout).toMatch(/^ {2}fd store: +1$/m);
     expect(r.stdout).toMatch(/^ {4}hello-http\.socket active \((running|listening)\): 127\.0\.0\.1:8080 \(Stream\)$/m);
-    // The upgrade was done by the previous process: the new one's control socket knows none, the status text does.
-    expect(r.stdout).toMatch(
-      new RegExp(`^ {2}last upgrade: upgraded: pid ${pid} took over from \\d+ in \\d+ ms \\(status text; the control socket of pid ${pid} knows no upgrade of its own\\)$`, 'm'),
-    );
+    // The previous process did the upgrade and handed its outcome over with the handover: the new one reports it.
+    expect(r.stdout).toMatch(new RegExp(`^ {2}last upgrade: ok at \\S+: pid ${pid} took over in \\d+ ms$`, 'm'));
 
     const j = JSON.parse((await cli(c, ['status', UNIT, '--json'])).stdout) as Record<string, unknown>;
     expect(j).toMatchObject({
@@ -90,8 +88,8 @@ describeEachSuite('sd-handoff CLI', (c) => {
       nFileDescriptorStore: 1,
       controlSocket: '/run/hello-http/control.sock',
       sockets: [{ unit: SOCKET, listen: [{ type: 'Stream', address: '127.0.0.1:8080' }] }],
-      control: { ok: true, pid, state: 'ready', lastUpgrade: null },
-      lastUpgrade: { ok: true, source: 'status-text' },
+      control: { ok: true, pid, state: 'ready', lastUpgrade: { ok: true, pid } },
+      lastUpgrade: { ok: true, source: 'control-socket' },
     });
   });
 
