@@ -11,7 +11,7 @@
  *      service's processes during upgrades vs steady, and whether a 3 s GET /slow started 200 ms before each trigger
  *      completed.
  *   2. Steady-state cost: requests/s of hello-http through sd-handoff vs plain-server.mjs (same handler, plain
- *      `listen(port)`), in turns plain, sd-handoff, sd-handoff, plain so drift of the machine's load cancels out.
+ *      `listen(port)`), in turns plain, sd-handoff, sd-handoff, plain (twice) so a drift of the machine's load cancels out.
  *   3. Scale: 1000 listening sockets handed over in one upgrade (test/fixtures/multi.mjs, every port asked after);
  *      10 000 idle keep-alive connections open across an upgrade (each closed by the old process with a FIN after its
  *      grace, or reset, or left open); upgrade time and memory vs pool size 1, 2, 4, 8.
@@ -72,6 +72,8 @@ export interface Settings {
   ballasts: number[];
   poolWorkers: number;
   throughputTurnS: number;
+  /** Rounds of plain, sd-handoff, sd-handoff, plain. */
+  throughputRounds: number;
   listeners: number;
   idleConnections: number;
   poolSizes: number[];
@@ -84,11 +86,11 @@ export function settingsFor(quick: boolean): Settings {
   return quick
     ? {
         quick, baselineS: 2, upgrades: 2, intervalS: 3.5, tailS: 1, connections: 8, ballasts: [0], poolWorkers: 2,
-        throughputTurnS: 1.5, listeners: 200, idleConnections: 2000, poolSizes: [1, 2], poolSizeBallastMb: 0, boundS: 180,
+        throughputTurnS: 1.5, throughputRounds: 1, listeners: 200, idleConnections: 2000, poolSizes: [1, 2], poolSizeBallastMb: 0, boundS: 180,
       }
     : {
         quick, baselineS: 5, upgrades: 5, intervalS: 4, tailS: 2, connections: 16, ballasts: [0, 200], poolWorkers: 2,
-        throughputTurnS: 4, listeners: 1000, idleConnections: 10_000, poolSizes: [1, 2, 4, 8], poolSizeBallastMb: 200, boundS: 1500,
+        throughputTurnS: 2.5, throughputRounds: 2, listeners: 1000, idleConnections: 10_000, poolSizes: [1, 2, 4, 8], poolSizeBallastMb: 200, boundS: 1500,
       };
 }
 
@@ -218,15 +220,21 @@ async function startHello(spec: StartSpec, port?: number): Promise<Service> {
   const out = { text: '' };
   collect(child, out);
   const url = `http://127.0.0.1:${p}/`;
-  await waitFor(
-    'hello-http to write its PID file and answer GET /',
-    async () => {
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`hello-http exited before it was ready:\n${out.text}`);
-      return readPid(pidFile) === child.pid && (await hello(url)).status === 200 ? true : undefined;
-    },
-    60_000,
-    25,
-  );
+  try {
+    await waitFor(
+      'hello-http to write its PID file and answer GET /',
+      async () => {
+        if (child.exitCode !== null || child.signalCode !== null) throw new Error(`hello-http exited before it was ready:\n${out.text}`);
+        return readPid(pidFile) === child.pid && (await hello(url)).status === 200 ? true : undefined;
+      },
+      60_000,
+      25,
+    );
+  } catch (err) {
+    await stopTree(tree);
+    removeDir(dir);
+    throw err;
+  }
   const mainPid = (): number | undefined => {
     const pid = readPid(pidFile);
     if (pid !== undefined) tree.add(pid);
@@ -304,7 +312,10 @@ async function startPlain(ballastMb: number, port?: number): Promise<Service> {
       5,
     );
   current = launch();
-  await ready(current);
+  await ready(current).catch(async (err: unknown) => {
+    await stopTree(tree);
+    throw err;
+  });
   return {
     target: 'naive',
     url,
@@ -456,7 +467,9 @@ async function throughput(s: Settings, log: (line: string) => void): Promise<Thr
   const out: ThroughputResult[] = [];
   try {
     for (const mode of ['keepalive', 'newconn'] as const) {
-      const turns: Array<[string, Service]> = [['plain', plain], ['sd-handoff', sdh], ['sd-handoff', sdh], ['plain', plain]];
+      // ABBA, `throughputRounds` times: a drift of the machine's load over the turns hits both servers alike.
+      const abba: Array<[string, Service]> = [['plain', plain], ['sd-handoff', sdh], ['sd-handoff', sdh], ['plain', plain]];
+      const turns = Array.from({ length: s.throughputRounds }, () => abba).flat();
       const sum = { plain: { ok: 0, seconds: 0 }, 'sd-handoff': { ok: 0, seconds: 0 } } as Record<string, { ok: number; seconds: number }>;
       let failedAll = 0;
       for (const [name, svc] of turns) {
@@ -478,6 +491,7 @@ async function throughput(s: Settings, log: (line: string) => void): Promise<Thr
         mode,
         connections: s.connections,
         secondsPerTurn: s.throughputTurnS,
+        turns: turns.length,
         plainRps,
         sdHandoffRps: sdRps,
         ratio: Math.round((sdRps / plainRps) * 1000) / 1000,

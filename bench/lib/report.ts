@@ -218,8 +218,9 @@ export function aggregateCase(input: CaseInput): CaseResult {
 export interface ThroughputResult {
   mode: LoadMode;
   connections: number;
-  /** Seconds each server was loaded, per turn (plain, sd-handoff, sd-handoff, plain). */
+  /** Seconds each server was loaded per turn (plus a 0.5 s warm-up not counted), in turns plain, sd-handoff, sd-handoff, plain... */
   secondsPerTurn: number;
+  turns: number;
   plainRps: number;
   sdHandoffRps: number;
   /** sd-handoff / plain. */
@@ -350,9 +351,10 @@ export function casesTable(cases: CaseResult[]): string {
 
 export function throughputTable(rows: ThroughputResult[]): string {
   return table(
-    ['load', 'plain listen() req/s', 'sd-handoff req/s', 'sd-handoff / plain', 'failed'],
+    ['load', 'turns', 'plain listen() req/s', 'sd-handoff req/s', 'sd-handoff / plain', 'failed'],
     rows.map((r) => [
       r.mode === 'keepalive' ? `keep-alive ×${r.connections}` : `new conn ×${r.connections}`,
+      `${r.turns} × ${r.secondsPerTurn} s`,
       String(r.plainRps),
       String(r.sdHandoffRps),
       r.ratio.toFixed(3),

@@ -1,7 +1,8 @@
 /**
  * The benchmark's timeline as a hand-written SVG (no chart library): one row per case, three panels per row —
- * answered requests/s, p99 latency (ms) and failed requests per bin — over the case's time, with every upgrade
- * period shaded and labelled (`class="upgrade"`, a `<title>` per period). Pure: the same input gives the same text.
+ * answered requests/s, p99 latency (ms) and failed requests per bin — on one time scale for all rows (each row has
+ * its own y scale, labelled); every upgrade period is shaded and labelled (`class="upgrade"`, a `<title>` per
+ * period). Pure: the same input gives the same text.
  */
 import { TARGET_TITLES, type CaseResult } from './report.js';
 
@@ -60,8 +61,11 @@ export function timelineSvg(cases: CaseResult[], options: SvgOptions = {}): stri
     `<text x="10" y="20" font-size="15" font-weight="bold">${esc(options.title ?? 'sd-handoff: upgrades under load')}</text>`,
     `<text x="10" y="38" fill="#555">Shaded: an upgrade, from the trigger until the new process served and every old one had exited. x: seconds since the load started, the same scale in every row.</text>`,
   ];
+  const withBins = cases.find((c) => c.timeline.length > 1)?.timeline;
+  const binS = withBins ? (withBins[1]!.t - withBins[0]!.t) / 1000 : undefined;
   PANELS.forEach((p, i) => {
-    out.push(`<text x="${labelW + i * (pw + gap)}" y="${top - 6}" font-weight="bold" fill="${p.color}">${esc(p.name)}</text>`);
+    const name = p.bars && binS ? `${p.name} per ${binS} s` : p.name;
+    out.push(`<text x="${labelW + i * (pw + gap)}" y="${top - 6}" font-weight="bold" fill="${p.color}">${esc(name)}</text>`);
   });
   cases.forEach((c, row) => {
     const y0 = top + row * rowH;
@@ -70,6 +74,7 @@ export function timelineSvg(cases: CaseResult[], options: SvgOptions = {}): stri
     out.push(`<text x="10" y="${f(y0 + ph / 2 + 14)}" fill="#555">${esc(TARGET_TITLES[c.target])}</text>`);
     PANELS.forEach((p, i) => {
       const x0 = labelW + i * (pw + gap);
+      // Its own y scale per row: one noisy case (the machine is shared) would flatten every other row.
       const max = niceMax(Math.max(0, ...c.timeline.map(p.value)));
       const X = (t: number): number => x0 + (Math.min(t, dur) / dur) * pw;
       const Y = (v: number): number => y0 + ph - (Math.min(v, max) / max) * ph;

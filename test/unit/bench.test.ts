@@ -193,7 +193,7 @@ describe('markdown', () => {
         settings: { baselineS: 2, upgrades: 1, intervalS: 3, tailS: 1 },
       },
       cases: [c],
-      throughput: [{ mode: 'keepalive', connections: 8, secondsPerTurn: 2, plainRps: 1000, sdHandoffRps: 990, ratio: 0.99, failed: 0 }],
+      throughput: [{ mode: 'keepalive', connections: 8, secondsPerTurn: 2, turns: 4, plainRps: 1000, sdHandoffRps: 990, ratio: 0.99, failed: 0 }],
       listeners: { listeners: 1004, readyMs: 900, oldExitMs: 950, checked: 1003, answeredByNew: 1003, checkMs: 400, failures: [] },
       idle: null,
       poolSizes: [],
@@ -204,7 +204,7 @@ describe('markdown', () => {
     expect(md).toContain('Client and server share the 2 cores');
     expect(md).toContain('autocannon');
     expect(md).toMatch(/p99 during upgrades above 1.2 × steady: sd-handoff\/keepalive\/0MiB \(×\d+\.\d\d\)/);
-    expect(md).toContain('| keep-alive ×8 | 1000 | 990 | 0.990 | 0 |');
+    expect(md).toContain('| keep-alive ×8 | 4 × 2 s | 1000 | 990 | 0.990 | 0 |');
     expect(md).toContain('| 1004 | 900 | 950 | 1003/1003 | 400 |');
   });
 });
