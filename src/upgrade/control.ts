@@ -114,6 +114,17 @@ export class ControlServer {
     socket.end(`${JSON.stringify(answer)}\n`);
   }
 
+  #closed: Promise<void> | undefined;
+
+  /**
+   * Stops accepting now (the connections under way go on). Called before a handover: once the new process is told,
+   * the next request must reach it, never this process, which is about to drain.
+   */
+  stopAccepting(): Promise<void> {
+    this.#closed ??= new Promise((resolve) => this.#server.close(() => resolve()));
+    return this.#closed;
+  }
+
   /** Stops accepting; waits (bounded) for the connections under way, which are waiting for an answer. */
   close(timeoutMs: number): Promise<void> {
     return new Promise((resolve) => {
@@ -123,7 +134,7 @@ export class ControlServer {
       }, timeoutMs);
       timer.unref();
       // Resolves once every connection has had its answer and closed (the one that asked for this upgrade too).
-      this.#server.close(() => {
+      void this.stopAccepting().then(() => {
         clearTimeout(timer);
         resolve();
       });

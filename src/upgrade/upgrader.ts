@@ -819,6 +819,7 @@ export class Upgrader extends EventEmitter {
       this.#notifier.mainPid(pid, { ready: true, status: `upgraded: pid ${pid} took over from ${this.#pid} in ${durationMs} ms` });
       await this.#settled();
       this.lastUpgrade = { ok: true, at: new Date().toISOString(), pid, durationMs };
+      void this.#control?.stopAccepting();
       (child.stdio[3] as net.Socket).write(`${JSON.stringify({ t: 'handover', lastUpgrade: this.lastUpgrade } satisfies ParentMessage)}\n`);
       return this.#handedOver(id, pid, durationMs, child);
     } catch (err) {
@@ -935,6 +936,7 @@ export class Upgrader extends EventEmitter {
       this.#notifier.mainPid(newPid, { ready: true, status: `taken over: pid ${newPid} took over from ${this.#pid} in ${durationMs} ms` });
       await this.#settled();
       this.lastUpgrade = { ok: true, at: new Date().toISOString(), pid: newPid, durationMs };
+      void this.#control?.stopAccepting();
       await sendLine(this.#addon, ctx.fd, { t: 'handover', lastUpgrade: this.lastUpgrade });
       return this.#handedOver(id, newPid, durationMs);
     } catch (err) {
