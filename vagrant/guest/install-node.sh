@@ -7,14 +7,14 @@
 set -eu
 
 missing=""
-for c in curl ip pgrep ss python3 journalctl systemd-run xz; do
+for c in curl ip pgrep ss python3 journalctl systemd-run; do
   command -v "$c" >/dev/null 2>&1 || missing="$missing $c"
 done
 if [ -n "$missing" ]; then
   echo "[node] installing what provides:$missing"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends ca-certificates curl iproute2 procps python3 xz-utils >/dev/null
+  apt-get install -y -qq --no-install-recommends ca-certificates curl iproute2 procps python3 >/dev/null
 fi
 
 if [ -x /usr/local/bin/node ] && /usr/local/bin/node -p 'process.versions.node' | grep -q '^20\.'; then
@@ -37,6 +37,7 @@ fi
 case $version in v*) ;; *) version=v$version ;; esac
 file=node-$version-$flavour.tar.xz
 echo "[node] glibc $glibc: $base/$version/$file"
+command -v xz >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends xz-utils >/dev/null; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 curl -fsSL -o "$tmp/$file" "$base/$version/$file"
