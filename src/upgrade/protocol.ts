@@ -36,6 +36,8 @@ export interface UpgradeEnv {
   names: string[];
   /** The upgrade's id (for logs). */
   id: string;
+  /** The parent's nice value: the child returns to it at the handover (it may start at a lower priority). */
+  nice?: number;
 }
 
 /**

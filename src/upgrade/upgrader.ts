@@ -34,6 +34,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { randomUUID } from 'node:crypto';
 import { closeSync, writeSync } from 'node:fs';
+import os, { setPriority } from 'node:os';
 import { listenFds } from '../activation.js';
 import { createJournal, defaultIdentifier, redetectJournals, type Journal } from '../journal.js';
 import { drain, drainNet, trackConnections } from '../drain.js';
@@ -152,6 +153,11 @@ export interface UpgraderOptions {
    */
   stopSignals?: NodeJS.Signals[];
   /** Signals that stop fast: close the listeners, exit 0 without draining (default `['SIGINT']`; `[]` for none). */
+  /**
+   * How much lower (nice value) the new version's CPU priority is until it took over (default 10; 0 for none).
+   * Applied only when running as root, the only case where the new version can raise itself back.
+   */
+  startupNice?: number;
   /** How long a graceful stop may drain before the remaining connections are closed (default: `drainTimeoutMs`). */
   stopTimeoutMs?: number;
   fastStopSignals?: NodeJS.Signals[];
@@ -243,7 +249,7 @@ function checkSignals(options: Record<string, unknown>, name: string, fallback: 
 function checkOptions(options: UpgraderOptions): void {
   const known = new Set([
     'pidFile', 'upgradeTimeoutMs', 'drainTimeoutMs', 'drainGraceMs', 'command', 'args', 'cwd', 'upgradeSignals', 'stopSignals',
-    'fastStopSignals', 'stopTimeoutMs', 'controlSocket', 'takeover', 'fdStore', 'exitWhenDrained', 'log', 'env', 'pid', 'ppid', 'notifier', 'addon', 'spawn', 'exit',
+    'fastStopSignals', 'stopTimeoutMs', 'startupNice', 'controlSocket', 'takeover', 'fdStore', 'exitWhenDrained', 'log', 'env', 'pid', 'ppid', 'notifier', 'addon', 'spawn', 'exit',
   ]);
   if (typeof options !== 'object' || options === null) throw sdError('SDH_INVALID_OPTION', `options must be an object, got ${show(options)}`);
   for (const key of Object.keys(options)) {
@@ -270,6 +276,9 @@ function checkOptions(options: UpgraderOptions): void {
     checkSignals(options as Record<string, unknown>, name, [...fallback]);
   }
   for (const name of ['upgradeTimeoutMs', 'drainTimeoutMs', 'drainGraceMs', 'stopTimeoutMs']) checkMs(options as Record<string, unknown>, name, 1);
+  if (options.startupNice !== undefined && (!Number.isInteger(options.startupNice) || options.startupNice < 0 || options.startupNice > 19)) {
+    throw sdError('SDH_INVALID_OPTION', `startupNice must be an integer from 0 to 19, got ${show(options.startupNice)}`, { option: 'startupNice', value: options.startupNice });
+  }
   if (options.log !== undefined && typeof options.log !== 'function') {
     throw sdError('SDH_INVALID_OPTION', `log must be a function, got ${show(typeof options.log)}`, { option: 'log' });
   }
@@ -290,7 +299,7 @@ function journalLog(entry: UpgradeLogEntry): void {
  */
 export class Upgrader extends EventEmitter {
   #state: StateName = State.STARTING;
-  readonly #o: Required<Pick<UpgraderOptions, 'upgradeTimeoutMs' | 'drainTimeoutMs' | 'drainGraceMs' | 'fdStore' | 'exitWhenDrained'>> &
+  readonly #o: Required<Pick<UpgraderOptions, 'upgradeTimeoutMs' | 'drainTimeoutMs' | 'drainGraceMs' | 'fdStore' | 'exitWhenDrained' | 'startupNice'>> &
     UpgraderOptions;
   readonly #env: NodeJS.ProcessEnv;
   readonly #pid: number;
@@ -331,6 +340,7 @@ export class Upgrader extends EventEmitter {
       drainTimeoutMs: checkMs(options as Record<string, unknown>, 'drainTimeoutMs', DEFAULTS.drainTimeoutMs),
       drainGraceMs: checkMs(options as Record<string, unknown>, 'drainGraceMs', DEFAULTS.drainGraceMs),
       fdStore: options.fdStore ?? false,
+      startupNice: options.startupNice ?? 10,
       exitWhenDrained: options.exitWhenDrained ?? true,
     };
     this.#env = options.env ?? process.env;
@@ -752,6 +762,14 @@ export class Upgrader extends EventEmitter {
     this.lastUpgrade = msg.lastUpgrade;
     // From now on we are main: what we print must go where the parent's output went (the journal stream), not
     // into pipes that die with the parent.
+    // Back to the priority the parent serves at, if the parent lowered ours for the start-up.
+    if (this.#upgradeEnv?.nice !== undefined) {
+      try {
+        setPriority(0, this.#upgradeEnv.nice);
+      } catch {
+        /* not allowed: keep the start-up priority */
+      }
+    }
     this.#addon.dup2(STDOUT_FD, 1);
     this.#addon.dup2(STDERR_FD, 2);
     this.#addon.close(STDOUT_FD);
@@ -804,7 +822,7 @@ export class Upgrader extends EventEmitter {
     try {
       const held = this.#listeners.claimed();
       const env: NodeJS.ProcessEnv = { ...this.#env };
-      env[UPGRADE_ENV] = JSON.stringify({ v: PROTOCOL_VERSION, parent: this.#pid, names: held.map((h) => h.name), id } satisfies UpgradeEnv);
+      env[UPGRADE_ENV] = JSON.stringify({ v: PROTOCOL_VERSION, parent: this.#pid, names: held.map((h) => h.name), id, nice: os.getPriority() } satisfies UpgradeEnv);
       // The new process becomes main only at handover; its watchdog must then be its own.
       delete env.WATCHDOG_PID;
       const stdio: SpawnOptions['stdio'] = ['inherit', 'pipe', 'pipe', 'pipe', 1, 2, ...held.map((h) => h.fd)];
@@ -813,6 +831,7 @@ export class Upgrader extends EventEmitter {
       const args = this.#o.args ?? [...process.execArgv, ...process.argv.slice(1)];
       child = spawnFn(command, args, { cwd: this.#o.cwd ?? process.cwd(), env, stdio });
       current.child = child;
+      this.#niceDuringStartup(child.pid);
       const pid = await this.#waitReady(child, current, id);
       const durationMs = Math.round(performance.now() - started);
       // Still main: hand over in one datagram, so systemd never sees the new pid without READY=1.
@@ -944,6 +963,21 @@ export class Upgrader extends EventEmitter {
       await sendLine(this.#addon, ctx.fd, { t: 'abort', reason: error.message }).catch(() => {});
       ctx.socket.destroy();
       throw error;
+    }
+  }
+
+  /**
+   * The new version starts at a lower CPU priority, so its start-up (loading code, JIT, filling caches) takes CPU
+   * from the version serving requests only when there is some to spare: latency during an upgrade stays near the
+   * steady state on a busy machine. It raises itself back at the handover, which needs root (CAP_SYS_NICE), so it is
+   * done only when we are root.
+   */
+  #niceDuringStartup(pid: number | undefined): void {
+    if (pid === undefined || this.#o.startupNice === 0 || process.getuid?.() !== 0) return;
+    try {
+      setPriority(pid, Math.max(os.getPriority(), 0) + this.#o.startupNice);
+    } catch {
+      /* gone already, or not allowed: it starts at our priority */
     }
   }
 
