@@ -384,6 +384,15 @@ export class Upgrader extends EventEmitter {
     return this.#state;
   }
 
+  /**
+   * The nice value the service serves at, when this process runs at another one until it takes over (a new version
+   * started at a lower priority); undefined otherwise. Processes it starts to serve (workers) should get this one.
+   */
+  get servingNice(): number | undefined {
+    const nice = this.#upgradeEnv?.nice;
+    return nice !== undefined && os.getPriority() !== nice ? nice : undefined;
+  }
+
   /** True in a process started by an upgrade (until it took over). */
   get isUpgradeChild(): boolean {
     return this.#upgradeEnv !== undefined;

@@ -31,6 +31,7 @@ import { sdError, SdHandoffError, show } from '../errors.js';
 import { defaultNotifier, type Notifier } from '../notify.js';
 import type { StreamAddress } from '../upgrade/listeners.js';
 import { STDERR_FD, STDOUT_FD } from '../upgrade/protocol.js';
+import { setPriority } from 'node:os';
 import { State, type Upgrader, type UpgradeLogEntry } from '../upgrade/upgrader.js';
 import { WORKER_ENV, WORKER_PROTOCOL_VERSION, type PrimaryMessage, type WorkerEnv, type WorkerMessage } from './protocol.js';
 
@@ -410,6 +411,16 @@ export class WorkerPool extends EventEmitter {
       stdio,
       serialization: 'json',
     });
+    // A new primary may run at a lower priority until it takes over (the Upgrader's startupNice): its workers serve
+    // for good, so they get the priority the service runs at.
+    const servingNice = this.#upg.servingNice;
+    if (servingNice !== undefined && proc.pid !== undefined) {
+      try {
+        setPriority(proc.pid, servingNice);
+      } catch {
+        /* not allowed: it keeps ours */
+      }
+    }
     let readyResolve!: () => void;
     let readyReject!: (e: Error) => void;
     const child: Child = {
