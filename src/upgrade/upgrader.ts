@@ -322,6 +322,7 @@ export class Upgrader extends EventEmitter {
   readonly #requests = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   #requestId = 0;
   #requestHandler: ((body: unknown) => unknown) | undefined;
+  readonly #beforeUpgrade: Array<() => Promise<void>> = [];
   #stopPromise: Promise<void> | undefined;
   #exitingResolve!: () => void;
   readonly #signalHandlers: Array<[NodeJS.Signals, () => void]> = [];
@@ -753,6 +754,15 @@ export class Upgrader extends EventEmitter {
   }
 
   /**
+   * In the process being replaced: `fn` runs (and is awaited) at the start of every upgrade, before the new version
+   * is spawned; a rejection fails the upgrade. A worker pool retires a worker here, so that the new primary never
+   * coexists with a full set of old workers.
+   */
+  beforeUpgrade(fn: () => Promise<void>): void {
+    this.#beforeUpgrade.push(fn);
+  }
+
+  /**
    * In the process being replaced: answers the new version's {@link Upgrader.requestParent} calls during an
    * upgrade. The handler's result (or its error's message) goes back to the new version.
    */
@@ -829,6 +839,7 @@ export class Upgrader extends EventEmitter {
     this.emit('upgrade', { id });
     let child: ChildProcess | undefined;
     try {
+      for (const fn of this.#beforeUpgrade) await fn();
       const held = this.#listeners.claimed();
       const env: NodeJS.ProcessEnv = { ...this.#env };
       env[UPGRADE_ENV] = JSON.stringify({ v: PROTOCOL_VERSION, parent: this.#pid, names: held.map((h) => h.name), id, nice: os.getPriority() } satisfies UpgradeEnv);

@@ -168,6 +168,8 @@ export class WorkerPool extends EventEmitter {
   #respawnTimer: NodeJS.Timeout | undefined;
   /** A rollout (ours or the new primary's, through requests) is changing the set: supervision only records. */
   #rolling = false;
+  /** Old primary: workers retired before the new primary started (reported to it by the query). */
+  #retiredAhead = 0;
   #stopping: Promise<void> | undefined;
   #started = false;
 
@@ -218,6 +220,14 @@ export class WorkerPool extends EventEmitter {
       pool.#fds.push({ name: held.name, fd: held.fd });
     }
     pool.#upg.onUpgradeRequest((body) => pool.#onRequest(body as PoolRequest));
+    // With maxUnavailable >= 1, retire the first old workers before the new primary even starts: the new primary
+    // (a Node process of its own, ~45 MiB) then never runs beside a full set of old workers. It is told how many
+    // were retired ahead and does not retire them again.
+    pool.#upg.beforeUpgrade(async () => {
+      if (pool.#maxUnavailable < 1 || pool.#stopping || !pool.#started) return;
+      const r = (await pool.#onRequest({ sdhPool: 'retire', count: pool.#maxUnavailable })) as { retired: number[] };
+      pool.#retiredAhead = r.retired.length;
+    });
     pool.#upg.on('upgrade-failed', () => {
       // The new primary failed (perhaps without asking us to restore): bring the set back to full strength.
       if (pool.#rolling && !pool.#stopping) void pool.#restore().catch((err) => pool.#emit(3, 'restore-failed', `could not restore the workers: ${(err as Error).message}`));
@@ -253,8 +263,11 @@ export class WorkerPool extends EventEmitter {
 
   async #takeOver(t: number): Promise<RolloutResult> {
     let oldLeft: number;
+    let retiredAhead = 0;
     try {
-      oldLeft = ((await this.#upg.requestParent({ sdhPool: 'query' } satisfies PoolRequest)) as { workers: number }).workers;
+      const q = (await this.#upg.requestParent({ sdhPool: 'query' } satisfies PoolRequest)) as { workers: number; retiredAhead?: number };
+      oldLeft = q.workers;
+      retiredAhead = q.retiredAhead ?? 0;
     } catch (err) {
       // The old version is no pool (or an older one): start all workers at once, memory is then not bounded.
       this.#emit(4, 'takeover', `the old primary answered no pool query (${(err as Error).message}): starting ${this.#n} workers at once`);
@@ -264,15 +277,20 @@ export class WorkerPool extends EventEmitter {
     const started: Child[] = [];
     const retired: number[] = [];
     try {
-      await this.#rollout(oldLeft, async (k) => {
-        const r = (await this.#upg.requestParent({ sdhPool: 'retire', count: k } satisfies PoolRequest)) as { retired: number[] };
-        retired.push(...r.retired);
-      }, started);
+      await this.#rollout(
+        oldLeft,
+        async (k) => {
+          const r = (await this.#upg.requestParent({ sdhPool: 'retire', count: k } satisfies PoolRequest)) as { retired: number[] };
+          retired.push(...r.retired);
+        },
+        started,
+        retiredAhead,
+      );
     } catch (err) {
       const error = err instanceof SdHandoffError ? err : sdError('SDH_UPGRADE_FAILED', (err as Error).message, { cause: err });
       this.#emit(3, 'rollout-failed', `taking over failed: ${error.message}; the old primary restores its workers`);
       // Old workers first, then ours go: the service never runs short of workers because of the rollback.
-      if (retired.length > 0) await this.#upg.requestParent({ sdhPool: 'restore' } satisfies PoolRequest).catch(() => {});
+      if (retired.length > 0 || retiredAhead > 0) await this.#upg.requestParent({ sdhPool: 'restore' } satisfies PoolRequest).catch(() => {});
       await Promise.all(started.map((c) => this.#stopChild(c)));
       this.emit('rollout-failed', error);
       throw error;
@@ -322,9 +340,11 @@ export class WorkerPool extends EventEmitter {
    * The rollout steps: retire up to maxUnavailable old, start up to (that + maxSurge) new and wait until they are
    * ready, retire as many old as were started beyond those retired first.
    */
-  async #rollout(oldCount: number, retire: (k: number) => Promise<void>, started: Child[]): Promise<void> {
+  async #rollout(oldCount: number, retire: (k: number) => Promise<void>, started: Child[], retiredAhead = 0): Promise<void> {
     let oldLeft = oldCount;
     let toStart = this.#n;
+    // Workers the old primary already retired before we started count as this step's "retire first".
+    let credit = retiredAhead;
     while (toStart > 0 || oldLeft > 0) {
       if (this.#stopping) throw sdError('SDH_STOPPED', 'the pool is stopping');
       if (toStart === 0) {
@@ -332,9 +352,11 @@ export class WorkerPool extends EventEmitter {
         oldLeft = 0;
         break;
       }
-      const before = Math.min(this.#maxUnavailable, oldLeft);
-      if (before > 0) await retire(before);
-      oldLeft -= before;
+      const before = Math.min(this.#maxUnavailable, oldLeft + credit);
+      const now = Math.max(0, before - credit);
+      credit = 0;
+      if (now > 0) await retire(now);
+      oldLeft -= now;
       const k = Math.max(1, Math.min(toStart, before + this.#maxSurge));
       const kids = Array.from({ length: k }, () => this.#spawn());
       started.push(...kids);
@@ -351,9 +373,12 @@ export class WorkerPool extends EventEmitter {
     if (typeof body !== 'object' || body === null || !('sdhPool' in body)) throw sdError('SDH_PROTOCOL', `not a pool request: ${show(body)}`);
     const live = (): Child[] => [...this.#children].filter((c) => c.state === 'starting' || c.state === 'ready');
     switch (body.sdhPool) {
-      case 'query':
+      case 'query': {
         this.#rolling = true;
-        return { workers: live().length };
+        const ahead = this.#retiredAhead;
+        this.#retiredAhead = 0;
+        return { workers: live().length, retiredAhead: ahead };
+      }
       case 'retire': {
         this.#rolling = true;
         const victims = live().slice(0, Math.max(0, body.count));
@@ -373,6 +398,7 @@ export class WorkerPool extends EventEmitter {
   /** Old primary after a failed takeover: back to N workers, the generation it ran. */
   async #restore(): Promise<void> {
     this.#target = this.#n;
+    this.#retiredAhead = 0;
     const live = [...this.#children].filter((c) => c.state === 'starting' || c.state === 'ready');
     const kids = Array.from({ length: Math.max(0, this.#n - live.length) }, () => this.#spawn());
     this.#emit(5, 'restored', `restoring ${kids.length} worker(s) after a failed upgrade`);
