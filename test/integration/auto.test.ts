@@ -4,7 +4,8 @@
  * systemd's default), reloaded with `systemctl reload` (ExecReload= runs `sd-handoff upgrade`) under load.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describeEachSuite, type Container } from './lab/index.js';
+import { describeEachSuite } from './lab/index.js';
+import { startLoad } from './load.js';
 
 const PORT = 8091;
 
@@ -30,25 +31,6 @@ function units(app: string): { socket: string; service: string } {
   };
 }
 
-interface LoadOut {
-  counts: { ok: number; non2xx: number; refused: number; reset: number; timeout: number; other: number; total: number };
-  errorSamples: unknown[];
-}
-
-function startLoad(c: Container, mode: 'keepalive' | 'newconn', connections: number): () => Promise<LoadOut> {
-  const url = `http://127.0.0.1:${PORT}/`;
-  const running = c.spawn(['/usr/local/bin/node', '--import', 'tsx', 'bench/load.ts', '--url', url, '--mode', mode, '-c', String(connections), '-d', '600'], {
-    cwd: '/project',
-    timeoutMs: 700_000,
-  });
-  return async () => {
-    await c.exec(['pkill', '-TERM', '-f', `bench/load.ts --url ${url} --mode ${mode} `]);
-    const r = await running.done;
-    if (r.code !== 0) throw new Error(`load generator exited ${r.code}: ${r.stderr}`);
-    return JSON.parse(r.stdout) as LoadOut;
-  };
-}
-
 describeEachSuite('sd-handoff/auto', (c) => {
   for (const app of ['express', 'fastify']) {
     const service = `sdh-auto-${app}.service`;
@@ -68,8 +50,8 @@ describeEachSuite('sd-handoff/auto', (c) => {
       try {
         let main = Number((await c.show(service, ['MainPID'])).MainPID);
         expect(main).toBeGreaterThan(0);
-        const stopKa = startLoad(c, 'keepalive', 6);
-        const stopNc = startLoad(c, 'newconn', 3);
+        const ka = await startLoad(c, 'keepalive', 6, [], `http://127.0.0.1:${PORT}/`);
+        const nc = await startLoad(c, 'newconn', 3, [], `http://127.0.0.1:${PORT}/`);
         await new Promise((r) => setTimeout(r, 1000));
         const mains = [main];
         for (let i = 0; i < 3; i++) {
@@ -82,7 +64,7 @@ describeEachSuite('sd-handoff/auto', (c) => {
           mains.push(main);
         }
         await new Promise((r) => setTimeout(r, 500));
-        const [k, n] = await Promise.all([stopKa(), stopNc()]);
+        const [k, n] = await Promise.all([ka.stop(), nc.stop()]);
         expect(k.counts.ok).toBeGreaterThan(200);
         expect(n.counts.ok).toBeGreaterThan(50);
         expect(k.counts.total - k.counts.ok, JSON.stringify(k.errorSamples)).toBe(0);

@@ -4,29 +4,17 @@
  * units, a reload with a broken new version reported with its reason, and `units render` output that
  * `systemd-analyze verify` accepts, installed, started, serving and reloaded.
  */
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { exampleUnit, mainPid, SOCKET, UNIT } from './hello.js';
 import { describeEachSuite, type Container, type ExecResult } from './lab/index.js';
 
-const ROOT = path.resolve(import.meta.dirname, '../..');
-const UNIT = 'hello-http.service';
-const SOCKET = 'hello-http.socket';
 const CLI = '/project/dist/cli.js';
 const HELLO = '/usr/local/bin/node /project/examples/hello-http/server.mjs';
-
-function exampleUnit(name: string): string {
-  return readFileSync(path.join(ROOT, 'examples/hello-http', name), 'utf8').replaceAll('/opt/sd-handoff', '/project');
-}
 
 async function cli(c: Container, args: string[], timeoutMs = 90_000): Promise<ExecResult & { ms: number }> {
   const t = performance.now();
   const r = await c.node([CLI, ...args], { timeoutMs });
   return { ...r, ms: Math.round(performance.now() - t) };
-}
-
-async function mainPid(c: Container, unit: string): Promise<number> {
-  return Number((await c.show(unit, ['MainPID'])).MainPID);
 }
 
 describeEachSuite('sd-handoff CLI', (c) => {

@@ -3,52 +3,12 @@
  * with `systemctl reload` (ExecReload= runs `sd-handoff upgrade`) under keep-alive and new-connection load: the
  * primary hands over to a new one that replaces the workers one at a time; MainPID follows, nothing fails.
  */
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describeEachSuite, type Container, type Running } from './lab/index.js';
+import { exampleUnit, PIDFILE, SOCKET, UNIT } from './hello.js';
+import { describeEachSuite, type Container } from './lab/index.js';
+import { failures, NO_FAILURES as NONE, startLoad } from './load.js';
 
-const ROOT = path.resolve(import.meta.dirname, '../..');
-const UNIT = 'hello-http.service';
-const SOCKET = 'hello-http.socket';
-const PIDFILE = '/run/hello-http/hello-http.pid';
 
-function exampleUnit(name: string): string {
-  return readFileSync(path.join(ROOT, 'examples/hello-http', name), 'utf8').replaceAll('/opt/sd-handoff', '/project');
-}
-
-interface LoadCounts {
-  ok: number;
-  non2xx: number;
-  refused: number;
-  reset: number;
-  timeout: number;
-  other: number;
-  total: number;
-}
-interface LoadOut {
-  counts: LoadCounts;
-  errorSamples: unknown[];
-}
-
-function startLoad(c: Container, mode: 'keepalive' | 'newconn', connections: number): { stop: () => Promise<LoadOut>; running: Running } {
-  const running = c.spawn(
-    ['/usr/local/bin/node', '--import', 'tsx', 'bench/load.ts', '--url', 'http://127.0.0.1:8080/', '--mode', mode, '-c', String(connections), '-d', '600'],
-    { cwd: '/project', timeoutMs: 700_000 },
-  );
-  return {
-    running,
-    stop: async () => {
-      await c.exec(['pkill', '-TERM', '-f', `bench/load.ts --url http://127.0.0.1:8080/ --mode ${mode} `]);
-      const r = await running.done;
-      if (r.code !== 0) throw new Error(`load generator exited ${r.code}: ${r.stderr}`);
-      return JSON.parse(r.stdout) as LoadOut;
-    },
-  };
-}
-
-const failures = (c: LoadCounts): Omit<LoadCounts, 'ok' | 'total'> => ({ non2xx: c.non2xx, refused: c.refused, reset: c.reset, timeout: c.timeout, other: c.other });
-const NONE = { non2xx: 0, refused: 0, reset: 0, timeout: 0, other: 0 };
 
 async function processes(c: Container, script: string): Promise<number[]> {
   const r = await c.exec(['pgrep', '-f', `hello-http/${script}`]);
@@ -78,8 +38,8 @@ describeEachSuite('worker pool', (c) => {
     expect(first.ActiveState).toBe('active');
     let main = Number(first.MainPID);
     expect(await c.waitFor(async () => ((await workersOf(c, main)).length === 3 ? true : undefined), 15_000, { what: '3 workers' })).toBe(true);
-    const ka = startLoad(c, 'keepalive', 8);
-    const nc = startLoad(c, 'newconn', 4);
+    const ka = await startLoad(c, 'keepalive', 8);
+    const nc = await startLoad(c, 'newconn', 4);
     await new Promise((r) => setTimeout(r, 1000));
     const mains = [main];
     let workers = await workersOf(c, main);

@@ -2,26 +2,15 @@
  * Graceful stop and takeover on real systemd: `systemctl stop` under load with a 3 s request in flight, and a
  * takeover started by the unit's own `ExecReload=` (`sd-handoff takeover -- ...`) under load.
  */
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { afterAll, beforeAll, expect, it, onTestFinished } from 'vitest';
-import { describeEachSuite, type Container } from './lab/index.js';
+import { describeEachSuite } from './lab/index.js';
+import { exampleUnit, mainPid, PIDFILE, SOCKET, UNIT } from './hello.js';
 import { startLoad, type LoadCounts } from './load.js';
 
-const ROOT = path.resolve(import.meta.dirname, '../..');
-const UNIT = 'hello-http.service';
-const SOCKET = 'hello-http.socket';
-const PIDFILE = '/run/hello-http/hello-http.pid';
 
-function exampleUnit(name: string): string {
-  return readFileSync(path.join(ROOT, 'examples/hello-http', name), 'utf8').replaceAll('/opt/sd-handoff', '/project');
-}
 
 const failed = (c: LoadCounts): number => c.total - c.ok;
 
-async function mainPid(c: Container): Promise<number> {
-  return Number((await c.show(UNIT, ['MainPID'])).MainPID);
-}
 
 describeEachSuite('stop and takeover', (c) => {
   beforeAll(async () => {

@@ -3,21 +3,12 @@
  * `systemctl reload` (ExecReload= runs `sd-handoff upgrade`), broken and hanging new versions, Type=notify-reload
  * where systemd has it (>= 253), and a restart that keeps the listener through the fd store.
  */
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeEachSuite, type Container } from './lab/index.js';
+import { exampleUnit, PIDFILE, SOCKET, UNIT } from './hello.js';
 import { failures, NO_FAILURES as NONE, startLoad } from './load.js';
 
-const ROOT = path.resolve(import.meta.dirname, '../..');
-const UNIT = 'hello-http.service';
-const SOCKET = 'hello-http.socket';
-const PIDFILE = '/run/hello-http/hello-http.pid';
 
-/** The shipped example units, pointed at the project as the lab mounts it. */
-function exampleUnit(name: string): string {
-  return readFileSync(path.join(ROOT, 'examples/hello-http', name), 'utf8').replaceAll('/opt/sd-handoff', '/project');
-}
 
 async function state(c: Container): Promise<{ pid: number; active: string; status: string; pidFile: number }> {
   const p = await c.show(UNIT, ['MainPID', 'ActiveState', 'StatusText']);
