@@ -48,6 +48,7 @@ function fakeUpgrader(): Upgrader {
   Object.assign(e, {
     holdListener: async (name: string) => ({ name, fd: 7, origin: 'fresh' }),
     onUpgradeRequest: () => {},
+    beforeUpgrade: () => {},
     onDrain: () => {},
     isUpgradeChild: false,
     state: 'ready',
