@@ -176,7 +176,11 @@ describe('takeover by an independently started process', () => {
     }).catch((e: unknown) => e as SdHandoffError);
     expect(err).toBeInstanceOf(SdHandoffError);
     expect((err as SdHandoffError).message).toContain('takeover: the running instance offers no listener named "metrics" (it offers: sdh-control, tcp0, tcp1, v6, unix, abstract, udp)');
-    const status = await controlRequest(env.CONTROL!, 'status');
+    // The old side hears of the failure on its own connection, a moment after the launcher does.
+    const status = await waitFor('the old instance to record the failure', async () => {
+      const s = await controlRequest(env.CONTROL!, 'status');
+      return s.state === 'ready' && s.lastUpgrade ? s : undefined;
+    });
     expect(status).toMatchObject({ pid: first.ready, state: 'ready', lastUpgrade: { ok: false } });
     expect(String((status.lastUpgrade as { error: string }).error)).toContain(`gave up: takeover: the running instance offers no listener named "metrics"`);
     expect(await answers(first)).toEqual(allFrom(first, first.ready));
