@@ -947,6 +947,15 @@ export class Upgrader extends EventEmitter {
     this.#notifier.reloading(`takeover by pid ${newPid}`);
     this.#emitLog({ priority: 5, event: 'upgrade-started', message: `takeover ${id} by pid ${newPid} started`, upgrade: id, oldPid: this.#pid, newPid, kind: 'takeover' });
     this.emit('upgrade', { id, takeover: true });
+    // Take the connection's messages from now on: the answer may arrive before our last sendmsg has returned.
+    let answered: ((msg: Record<string, unknown>) => void) | undefined;
+    const early: Array<Record<string, unknown>> = [];
+    const take = (msg: Record<string, unknown>): void => {
+      if (answered) answered(msg);
+      else early.push(msg);
+    };
+    ctx.route(take);
+    ctx.socket.once('close', () => take({ t: 'closed' }));
     try {
       const env: Record<string, string> = {};
       for (const key of ['NOTIFY_SOCKET', 'WATCHDOG_USEC'] as const) if (this.#env[key]) env[key] = this.#env[key]!;
@@ -961,12 +970,13 @@ export class Upgrader extends EventEmitter {
           clearTimeout(timer);
           fn();
         };
-        ctx.route((msg) => done(() => resolve(msg)));
-        ctx.socket.once('close', () =>
-          done(() => reject(sdError('SDH_UPGRADE_FAILED', `the process taking over (pid ${newPid}) closed the connection before it was ready`, { pid: newPid }))),
-        );
+        if (early.length > 0) return done(() => resolve(early.shift()!));
+        answered = (msg) => done(() => resolve(msg));
         current.abort = (err) => done(() => reject(err));
       });
+      if (answer.t === 'closed') {
+        throw sdError('SDH_UPGRADE_FAILED', `the process taking over (pid ${newPid}) closed the connection before it was ready`, { pid: newPid });
+      }
       if (answer.t === 'failed') {
         throw sdError('SDH_UPGRADE_FAILED', `the process taking over (pid ${newPid}) gave up: ${String(answer.reason)}`, { pid: newPid });
       }

@@ -67,7 +67,10 @@ describeEachSuite('stop and takeover', (c) => {
     let pid = await mainPid(c);
     for (let i = 0; i < 3; i++) {
       const r = await c.systemctl(['reload', UNIT], { timeoutMs: 60_000 });
-      expect(r.code, r.stderr).toBe(0);
+      if (r.code !== 0) {
+        const log = (await c.journal(UNIT, { since: '-30s' })).map((e) => `${e._PID ?? ''} ${String(e.MESSAGE)}`).join('\n');
+        expect.fail(`reload ${i + 1} failed: ${r.stderr}\n${log}`);
+      }
       const next = await mainPid(c);
       expect(next).not.toBe(pid);
       expect(Number((await c.readFile(PIDFILE)).trim())).toBe(next);
