@@ -2,6 +2,8 @@ import { defineConfig } from 'vitest/config';
 
 // Three depths, one runner: unit (fakes), native (real sockets and child processes), integration (real systemd as
 // PID 1 in containers booted by test/integration/lab). `npm test` runs all three; see scripts/test.mjs.
+// The projects run one after another (sequence.groupOrder): process tests that count failed requests under load
+// must not share the machine's 2 cores with containers doing the same.
 export default defineConfig({
   test: {
     projects: [
@@ -10,6 +12,7 @@ export default defineConfig({
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
           environment: 'node',
+          sequence: { groupOrder: 0 },
         },
       },
       {
@@ -18,6 +21,7 @@ export default defineConfig({
           include: ['test/native/**/*.test.ts'],
           globalSetup: ['test/build-setup.ts'],
           environment: 'node',
+          sequence: { groupOrder: 1 },
           testTimeout: 30_000,
           hookTimeout: 30_000,
         },
@@ -27,6 +31,7 @@ export default defineConfig({
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
           environment: 'node',
+          sequence: { groupOrder: 2 },
           globalSetup: ['test/build-setup.ts', 'test/integration/lab/global-setup.ts'],
           testTimeout: 180_000,
           hookTimeout: 900_000,

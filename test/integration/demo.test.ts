@@ -21,7 +21,8 @@ function runDemo(args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Pro
 }
 
 describeEachSuite('demo --systemd', (c, suite) => {
-  it('2 upgrades by systemctl reload under load: exit 0, 0 failed requests, a new MainPID each time', async () => {
+  // The demo boots a container of its own: once, on the suite newcomers meet first, is enough to show it works.
+  it.runIf(suite === 'bookworm')('2 upgrades by systemctl reload under load: exit 0, 0 failed requests, a new MainPID each time', async () => {
     void c;
     const r = await runDemo(['--systemd', '--upgrades', '2', '--interval', '1', '--json'], { SDH_DEMO_SUITE: suite }, 150_000);
     expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);

@@ -211,9 +211,9 @@ describe('WorkerPool (hello-http WORKERS=N) as real processes', () => {
     writeFileSync(failFile, '');
     const before = notify.messages.length;
     process.kill(primary, 'SIGUSR2');
-    const status = await waitFor('STATUS=rolling restart failed', () => notify.texts().slice(before).find((t) => t.startsWith('STATUS=rolling restart failed')));
+    const status = await waitFor('STATUS=rolling restart failed', () => notify.texts().slice(before).find((t) => t.startsWith('STATUS=rolling restart failed')), 30_000);
     expect(status).toMatch(/exited with status 3 before it was ready/);
     expect(childrenOf(primary).filter((p) => workers.includes(p))).toEqual(workers);
     expect(procs.output).toContain('rolling restart failed');
-  }, 30_000);
+  }, 45_000);
 });
