@@ -179,6 +179,10 @@ describe('Upgrader with hello-http as a real process', () => {
       [{ upgradeSignals: ['HUP'] }, 'upgradeSignals must be an array of signal names like "SIGHUP", got ["HUP"]'],
       [{ fdStore: 'yes' }, 'fdStore must be a boolean, got "yes"'],
       [{ pidfile: '/x' }, 'unknown option "pidfile"'],
+      [{ startupNice: 25 }, 'startupNice must be an integer from 0 to 19, got 25'],
+      [{ stopTimeoutMs: 0 }, 'stopTimeoutMs must be a positive number of milliseconds, got 0'],
+      [{ takeover: 'control.sock' }, 'takeover must be an absolute file path, got "control.sock"'],
+      [{ fastStopSignals: 'SIGINT' }, 'fastStopSignals must be an array of signal names like "SIGHUP", got "SIGINT"'],
     ];
     for (const [options, message] of cases) {
       const err = await Upgrader.create({ ...options, env: {} } as never).catch((e: unknown) => e);
