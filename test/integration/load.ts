@@ -3,6 +3,7 @@
  * once the generator runs (it writes a started file), so a slow start on a busy host is never mistaken for a run;
  * `stop()` ends it with SIGTERM and returns its counts.
  */
+import { onTestFinished } from 'vitest';
 import type { Container } from './lab/index.js';
 
 export interface LoadCounts {
@@ -37,8 +38,16 @@ export async function startLoad(
     { cwd: '/project', timeoutMs: 700_000 },
   );
   await c.waitFor(async () => (await c.exec(['test', '-e', started])).code === 0 || undefined, 60_000, { what: `the ${mode} load generator to start` });
+  let stopped = false;
+  // A test that fails before stop() must not leave its generator loading the next tests.
+  onTestFinished(async () => {
+    if (stopped) return;
+    running.kill('SIGKILL');
+    await c.exec(['rm', '-f', started]);
+  });
   return {
     stop: async () => {
+      stopped = true;
       // Signal the generator itself (it prints its result on SIGTERM), not the nsenter that started it.
       const pid = (await c.readFile(started)).trim();
       await c.exec(['kill', '-TERM', pid]);
