@@ -116,14 +116,8 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-export function readPid(file: string): number | undefined {
-  try {
-    const t = readFileSync(file, 'utf8').trim();
-    return /^\d+$/.test(t) ? Number(t) : undefined;
-  } catch {
-    return undefined;
-  }
-}
+/** The pid a PID file names (undefined when missing or not a pid): the library's own reader. */
+export { readPidFile as readPid } from '../../src/pidfile.js';
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -48,14 +48,8 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | false |
   }
 }
 
-export function readPid(file: string): number | undefined {
-  try {
-    const t = readFileSync(file, 'utf8').trim();
-    return /^\d+$/.test(t) ? Number(t) : undefined;
-  } catch {
-    return undefined;
-  }
-}
+/** The pid a PID file names (undefined when missing or not a pid): the library's own reader. */
+export { readPidFile as readPid } from '../../src/pidfile.js';
 
 /** Every process a test started, so afterEach can end them by pid even when the test failed. */
 export class Procs {
