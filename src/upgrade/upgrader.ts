@@ -950,6 +950,9 @@ export class Upgrader extends EventEmitter {
     // Take the connection's messages from now on: the answer may arrive before our last sendmsg has returned.
     let answered: ((msg: Record<string, unknown>) => void) | undefined;
     const early: Array<Record<string, unknown>> = [];
+    // Our own dup of the connection for the raw sendmsg calls: Node closes its fd when the peer goes away, and a
+    // number written to after that may already belong to the next connection accepted.
+    const fd = this.#addon.dup(ctx.fd);
     const take = (msg: Record<string, unknown>): void => {
       if (answered) answered(msg);
       else early.push(msg);
@@ -959,7 +962,7 @@ export class Upgrader extends EventEmitter {
     try {
       const env: Record<string, string> = {};
       for (const key of ['NOTIFY_SOCKET', 'WATCHDOG_USEC'] as const) if (this.#env[key]) env[key] = this.#env[key]!;
-      await offerListeners(this.#addon, ctx.fd, this.#pid, this.#listeners.claimed().map((h) => ({ name: h.name, fd: h.fd })), env);
+      await offerListeners(this.#addon, fd, this.#pid, this.#listeners.claimed().map((h) => ({ name: h.name, fd: h.fd })), env);
       const answer = await new Promise<Record<string, unknown>>((resolve, reject) => {
         const timer = setTimeout(
           () => reject(sdError('SDH_UPGRADE_TIMEOUT', `the process taking over (pid ${newPid}) did not become ready within ${this.#o.upgradeTimeoutMs} ms`, { pid: newPid })),
@@ -986,13 +989,15 @@ export class Upgrader extends EventEmitter {
       await this.#settled();
       this.lastUpgrade = { ok: true, at: new Date().toISOString(), pid: newPid, durationMs };
       void this.#control?.stopAccepting();
-      await sendLine(this.#addon, ctx.fd, { t: 'handover', lastUpgrade: this.lastUpgrade });
+      await sendLine(this.#addon, fd, { t: 'handover', lastUpgrade: this.lastUpgrade });
       return this.#handedOver(id, newPid, durationMs);
     } catch (err) {
       const error = this.#upgradeFailed(err, id, started, newPid);
-      await sendLine(this.#addon, ctx.fd, { t: 'abort', reason: error.message }).catch(() => {});
+      await sendLine(this.#addon, fd, { t: 'abort', reason: error.message }).catch(() => {});
       ctx.socket.destroy();
       throw error;
+    } finally {
+      this.#addon.close(fd);
     }
   }
 
