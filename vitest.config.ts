@@ -1,5 +1,7 @@
 import { defineConfig } from 'vitest/config';
 
+import { scaled } from './test/integration/lab/config.js';
+
 // Three depths, one runner: unit (fakes), native (real sockets and child processes), integration (real systemd as
 // PID 1 in containers booted by test/integration/lab). `npm test` runs all three; see scripts/test.mjs.
 // The projects run one after another (sequence.groupOrder): process tests that count failed requests under load
@@ -33,8 +35,9 @@ export default defineConfig({
           environment: 'node',
           sequence: { groupOrder: 2 },
           globalSetup: ['test/build-setup.ts', 'test/integration/lab/global-setup.ts'],
-          testTimeout: 180_000,
-          hookTimeout: 900_000,
+          // x SDH_TIME_FACTOR (test/integration/lab/config.ts), like every deadline of the integration tests.
+          testTimeout: scaled(180_000),
+          hookTimeout: scaled(900_000),
           // Every integration file drives the same containers: run files one after another.
           fileParallelism: false,
         },

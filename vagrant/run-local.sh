@@ -10,7 +10,8 @@
 # private network namespace, libvirt's state (/etc/libvirt, /var/lib/libvirt, /var/log/libvirt, /run/libvirt) is
 # bind-mounted from the cache there, and the host's own libvirt files are left as they are.
 #
-# Environment: SDH_VAGRANT_CACHE (default /var/cache/sd-handoff-vagrant), SDH_VAGRANT_TIMEOUT_FACTOR (default 4),
+# Environment: SDH_VAGRANT_CACHE (default /var/cache/sd-handoff-vagrant), SDH_TIME_FACTOR (default 10: how
+# many times every deadline of the tests is stretched under software emulation),
 # SDH_VAGRANT_MEMORY / SDH_VAGRANT_CPUS (default 2048 / 1), SDH_VAGRANT_KEEP=1 (leave the VM and daemons
 # running for a look around; prints how to get in and how to stop them). Arguments go to vitest in the VM.
 set -euo pipefail
@@ -119,7 +120,7 @@ run_dir=$cache/run-$$
 export VAGRANT_HOME=$cache/vagrant.d VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_DEFAULT_PROVIDER=libvirt
 export VAGRANT_DOTFILE_PATH=$run_dir/.vagrant
 export SDH_VAGRANT_BOX=$box SDH_VAGRANT_EXPECT_SYSTEMD=252 SDH_VAGRANT_LIBVIRT_DRIVER=qemu SDH_VAGRANT_SYNC_NODE_MODULES=1
-export SDH_VAGRANT_TIMEOUT_FACTOR=${SDH_VAGRANT_TIMEOUT_FACTOR:-4}
+export SDH_TIME_FACTOR=${SDH_TIME_FACTOR:-10}
 export SDH_VAGRANT_CONSOLE_LOG=$run_dir/console.log
 mkdir -p "$run_dir"
 

@@ -2,7 +2,7 @@
 // hello-http: the reference service of sd-handoff (and the benchmark's target).
 //
 //   GET /      -> 200 "hello from <pid>"
-//   GET /slow  -> 200 after 3 s
+//   GET /slow  -> 200 after 3 s (SLOW_MS)
 //
 // Listens on the socket named "http" passed by systemd (socket activation or the fd store) or by the upgrading
 // parent, else binds HOST:PORT (default 127.0.0.1:8080). Upgrades itself on SIGHUP (or through the control socket
@@ -17,6 +17,7 @@
 //   UPGRADE_TIMEOUT_MS how long a new version may take to become ready (default 60000)
 //   HELLO_FAIL_FILE   if this file exists at start-up, exit with status 3 before ready (fault injection)
 //   HELLO_HANG_FILE   if this file exists at start-up, never become ready (fault injection)
+//   SLOW_MS           how long GET /slow takes (default 3000)
 //
 // Pool mode, when WORKERS=N is set: this process is only the primary (small, no ballast). It holds the listener
 // and runs N × worker.mjs accepting on it; BALLAST_MB is held by each worker. SIGHUP (or the control socket)
@@ -38,6 +39,7 @@ const intEnv = (name, fallback) => {
   }
   return Number(v);
 };
+const slowMs = intEnv('SLOW_MS', 3000);
 
 if (env.WORKERS) {
   const upg = await Upgrader.create({
@@ -91,7 +93,7 @@ if (env.WORKERS) {
 
   const server = http.createServer((req, res) => {
     if (req.url === '/slow') {
-      setTimeout(() => res.end(`slow hello from ${process.pid}\n`), 3000);
+      setTimeout(() => res.end(`slow hello from ${process.pid}\n`), slowMs);
       return;
     }
     res.end(`hello from ${process.pid}${ballast ? ` (${ballastMb} MiB)` : ''}\n`);

@@ -4,7 +4,7 @@
  * systemd's default), reloaded with `systemctl reload` (ExecReload= runs `sd-handoff upgrade`) under load.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describeEachSuite } from './lab/index.js';
+import { describeEachSuite, pause, scaled } from './lab/index.js';
 import { startLoad } from './load.js';
 
 const PORT = 8091;
@@ -21,11 +21,11 @@ function units(app: string): { socket: string; service: string } {
       // From the project directory, so `sd-handoff/auto` resolves to the package (as from node_modules).
       'WorkingDirectory=/project',
       `ExecStart=/usr/local/bin/node --import sd-handoff/auto /project/test/fixtures/auto/${app}-app.mjs`,
-      'ExecReload=/usr/local/bin/node /project/dist/cli.js upgrade --timeout 60',
+      `ExecReload=/usr/local/bin/node /project/dist/cli.js upgrade --timeout ${scaled(60)}`,
       `PIDFile=/run/sdh-auto-${app}/app.pid`,
       `RuntimeDirectory=sdh-auto-${app}`,
-      `Environment=PORT=${PORT} SDH_PIDFILE=/run/sdh-auto-${app}/app.pid SDH_CONTROL_SOCKET=/run/sdh-auto-${app}/control.sock SDH_DRAIN_TIMEOUT_MS=10000`,
-      'TimeoutStopSec=20',
+      `Environment=PORT=${PORT} SDH_PIDFILE=/run/sdh-auto-${app}/app.pid SDH_CONTROL_SOCKET=/run/sdh-auto-${app}/control.sock SDH_DRAIN_TIMEOUT_MS=${scaled(10_000)} SDH_UPGRADE_TIMEOUT_MS=${scaled(60_000)}`,
+      `TimeoutStopSec=${scaled(20)}`,
       '',
     ].join('\n'),
   };
@@ -52,7 +52,7 @@ describeEachSuite('sd-handoff/auto', (c) => {
         expect(main).toBeGreaterThan(0);
         const ka = await startLoad(c, 'keepalive', 6, [], `http://127.0.0.1:${PORT}/`);
         const nc = await startLoad(c, 'newconn', 3, [], `http://127.0.0.1:${PORT}/`);
-        await new Promise((r) => setTimeout(r, 1000));
+        await pause(1000);
         const mains = [main];
         for (let i = 0; i < 3; i++) {
           const r = await c.systemctl(['reload', service], { timeoutMs: 60_000 });
@@ -63,7 +63,7 @@ describeEachSuite('sd-handoff/auto', (c) => {
           expect(main).not.toBe(mains.at(-1));
           mains.push(main);
         }
-        await new Promise((r) => setTimeout(r, 500));
+        await pause(500);
         const [k, n] = await Promise.all([ka.stop(), nc.stop()]);
         expect(k.counts.ok).toBeGreaterThan(200);
         expect(n.counts.ok).toBeGreaterThan(50);
@@ -74,6 +74,6 @@ describeEachSuite('sd-handoff/auto', (c) => {
       } finally {
         await c.systemctl(['stop', service, socket]);
       }
-    }, 120_000);
+    }, scaled(120_000));
   }
 });

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { exampleUnit, mainPid, SOCKET, UNIT } from './hello.js';
-import { describeEachSuite, type Container, type ExecResult } from './lab/index.js';
+import { describeEachSuite, pause, scaled, type Container, type ExecResult } from './lab/index.js';
 
 const CLI = '/project/dist/cli.js';
 const HELLO = '/usr/local/bin/node /project/examples/hello-http/server.mjs';
@@ -23,7 +23,7 @@ describeEachSuite('sd-handoff CLI', (c) => {
     await c.exec(['rm', '-f', '/run/sdh-cli-fail']);
     await c.installUnit(SOCKET, exampleUnit(SOCKET));
     await c.installUnit(UNIT, exampleUnit(UNIT));
-    await c.writeFile(`/etc/systemd/system/${UNIT}.d/test.conf`, '[Service]\nEnvironment=HELLO_FAIL_FILE=/run/sdh-cli-fail UPGRADE_TIMEOUT_MS=5000\n');
+    await c.writeFile(`/etc/systemd/system/${UNIT}.d/test.conf`, `[Service]\nEnvironment=HELLO_FAIL_FILE=/run/sdh-cli-fail UPGRADE_TIMEOUT_MS=${scaled(5000)}\n`);
     await c.systemctl(['daemon-reload'], { check: true });
     await c.systemctl(['start', SOCKET, UNIT], { check: true });
   });
@@ -142,7 +142,7 @@ describeEachSuite('sd-handoff CLI', (c) => {
       out.newPid = (await sd.getUnit('sdh-cli-job.service')).mainPid !== pid1;
       out.stop = (await sd.stop('sdh-cli-job.service')).result;
       out.after = (await sd.getUnit('sdh-cli-job.service')).activeState;
-      await new Promise((r) => setTimeout(r, 200));
+      await pause(200);
       await off();
       out.changes = changes;
       try { await sd.start('sdh-cli-bad.service'); } catch (e) { out.bad = [e.code, e.result, e.message]; }
@@ -198,7 +198,7 @@ describeEachSuite('sd-handoff CLI', (c) => {
       await c.removeUnit(`${name}.service`);
       await c.removeUnit(`${name}.socket`);
     }
-  }, 120_000);
+  }, scaled(120_000));
 
   it('units render: several named listeners and the template form verify clean; notify-reload warns where systemd lacks it', async () => {
     const multi = await cli(c, ['units', 'render', '--name', 'sdh-multi', '--exec', HELLO, '--listen', '127.0.0.1:8091=http', '--listen', '/run/sdh-multi.sock=admin', '--listen', 'udp:127.0.0.1:8092=dns', '--dry-run']);

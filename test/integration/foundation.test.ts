@@ -3,7 +3,7 @@
  * the fd store and MAINPID=, driven with systemctl and real clients inside each suite's container.
  */
 import { afterAll, expect, it } from 'vitest';
-import { describeEachSuite, type Container } from './lab/index.js';
+import { describeEachSuite, pause, scaled, type Container } from './lab/index.js';
 
 const NODE = '/usr/local/bin/node';
 const SERVICE = '/project/test/fixtures/sd-service.mjs';
@@ -65,7 +65,7 @@ describeEachSuite('foundation', (c) => {
     }, 15_000, { what: 'the STATUS= sent before ready' });
     expect(waiting.ActiveState).toBe('activating');
     // Still not active a second later: nothing but READY=1 makes it so.
-    await new Promise((r) => setTimeout(r, 1000));
+    await pause(1000);
     expect((await c.show('sdh-notify.service', ['ActiveState'])).ActiveState).toBe('activating');
     await c.exec(['touch', '/run/sdh-notify-go'], { check: true });
     const ready = await c.waitFor(async () => {
@@ -96,7 +96,7 @@ describeEachSuite('foundation', (c) => {
     await install('sdh-wd.service', `[Service]\nType=notify\nWatchdogSec=1\nExecStart=${NODE} ${SERVICE} watchdog\n`);
     await c.systemctl(['start', 'sdh-wd.service'], { check: true });
     const pid = await mainPid(c, 'sdh-wd.service');
-    await new Promise((r) => setTimeout(r, 3500));
+    await pause(3500);
     expect(await c.show('sdh-wd.service', ['ActiveState', 'NRestarts', 'StatusText'])).toEqual({
       ActiveState: 'active',
       NRestarts: '0',
@@ -131,8 +131,8 @@ describeEachSuite('foundation', (c) => {
     expect((await c.show('sdh-fds.service', ['StatusText', 'NFileDescriptorStore'])).StatusText).toBe(`bound fresh: inode ${ino}`);
 
     // Clients keep connecting through the restart: none is refused, the kernel queues them in the backlog.
-    const during = c.node([CLIENT, '127.0.0.1:9102', '--for', '4000'], { check: true, timeoutMs: 30_000 });
-    await new Promise((r) => setTimeout(r, 300));
+    const during = c.node([CLIENT, '127.0.0.1:9102', '--for', String(scaled(4000))], { check: true, timeoutMs: 30_000 });
+    await pause(300);
     await c.systemctl(['restart', 'sdh-fds.service'], { check: true });
     const counts = JSON.parse((await during).stdout) as { ok: number; failed: number; codes: Record<string, number> };
     expect(counts.failed, JSON.stringify(counts.codes)).toBe(0);
@@ -163,7 +163,7 @@ describeEachSuite('foundation', (c) => {
     expect(p.ActiveState).toBe('active');
     expect(p.StatusText).toBe(`handed over to ${p.MainPID}`);
     // The original main process has exited; the unit is still active with the helper as its main process.
-    await new Promise((r) => setTimeout(r, 1000));
+    await pause(1000);
     const s = await c.show('sdh-mainpid.service', ['ActiveState', 'MainPID']);
     expect(s).toEqual({ ActiveState: 'active', MainPID: p.MainPID });
     const cmd = await c.exec(['cat', `/proc/${p.MainPID}/cmdline`], { check: true });

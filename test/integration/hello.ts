@@ -1,7 +1,7 @@
 /** examples/hello-http as the lab tests install it: its shipped unit files, pointed at the project in /project. */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { Container } from './lab/index.js';
+import { type Container, scaled } from './lab/index.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 
@@ -9,9 +9,13 @@ export const UNIT = 'hello-http.service';
 export const SOCKET = 'hello-http.socket';
 export const PIDFILE = '/run/hello-http/hello-http.pid';
 
-/** A shipped example unit file (`hello-http.service`, `hello-http.socket`), with /opt/sd-handoff -> /project. */
+/**
+ * A shipped example unit file (`hello-http.service`, `hello-http.socket`), with /opt/sd-handoff -> /project; a service
+ * also gets SLOW_MS (GET /slow) stretched by SDH_TIME_FACTOR, as every other wait of the tests is.
+ */
 export function exampleUnit(name: string): string {
-  return readFileSync(path.join(ROOT, 'examples/hello-http', name), 'utf8').replaceAll('/opt/sd-handoff', '/project');
+  const text = readFileSync(path.join(ROOT, 'examples/hello-http', name), 'utf8').replaceAll('/opt/sd-handoff', '/project');
+  return name.endsWith('.service') ? text.replace(/^\[Service\]\n/m, `[Service]\nEnvironment=SLOW_MS=${scaled(3000)}\n`) : text;
 }
 
 /** The unit's MainPID as systemd reports it. */

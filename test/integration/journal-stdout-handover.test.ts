@@ -14,7 +14,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describeEachSuite, type Container, type JournalEntry } from './lab/index.js';
+import { describeEachSuite, scaled, type Container, type JournalEntry } from './lab/index.js';
 
 const NODE = '/usr/local/bin/node';
 const UPGRADE = '/project/test/fixtures/journal-upgrade.mjs';
@@ -47,7 +47,7 @@ describeEachSuite('journal: stdout stream vs native after an upgrade handover', 
         '[Service]',
         'Type=notify',
         `ExecStart=${NODE} ${UPGRADE}`,
-        `ExecReload=${NODE} /project/dist/cli.js upgrade --timeout 30`,
+        `ExecReload=${NODE} /project/dist/cli.js upgrade --timeout ${scaled(30)}`,
         'RuntimeDirectory=sdh-j-stdout',
         `Environment=SDH_CONTROL_SOCKET=/run/sdh-j-stdout/control.sock PORT=${port} SDH_TEST_RUN=${run}`,
         '',

@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describeEachSuite, type Container, type JournalEntry } from './lab/index.js';
+import { describeEachSuite, scaled, type Container, type JournalEntry } from './lab/index.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const NODE = '/usr/local/bin/node';
@@ -249,7 +249,7 @@ function describeUpgrade(c: Container, newRun: () => string): void {
         '[Service]',
         'Type=notify',
         `ExecStart=${NODE} ${UPGRADE}`,
-        `ExecReload=${NODE} /project/dist/cli.js upgrade --timeout 30`,
+        `ExecReload=${NODE} /project/dist/cli.js upgrade --timeout ${scaled(30)}`,
         'RuntimeDirectory=sdh-j-upgrade',
         `Environment=SDH_CONTROL_SOCKET=/run/sdh-j-upgrade/control.sock PORT=${port} SDH_TEST_RUN=${run}`,
         '',

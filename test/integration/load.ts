@@ -4,7 +4,7 @@
  * `stop()` ends it with SIGTERM and returns its counts.
  */
 import { onTestFinished } from 'vitest';
-import type { Container } from './lab/index.js';
+import { type Container, scaled } from './lab/index.js';
 
 export interface LoadCounts {
   ok: number;
@@ -34,7 +34,7 @@ export async function startLoad(
 ): Promise<{ stop: () => Promise<LoadOut> }> {
   const started = `/run/sdh-load-${process.pid}-${++seq}`;
   const running = c.spawn(
-    ['/usr/local/bin/node', '--import', 'tsx', 'bench/load.ts', '--url', url, '--mode', mode, '-c', String(connections), '-d', '600', '--started-file', started, ...extra],
+    ['/usr/local/bin/node', '--import', 'tsx', 'bench/load.ts', '--url', url, '--mode', mode, '-c', String(connections), '-d', '600', '--timeout', String(scaled(5000)), '--started-file', started, ...extra],
     { cwd: '/project', timeoutMs: 700_000 },
   );
   await c.waitFor(async () => (await c.exec(['test', '-e', started])).code === 0 || undefined, 60_000, { what: `the ${mode} load generator to start` });

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { exampleUnit, PIDFILE, SOCKET, UNIT } from './hello.js';
-import { describeEachSuite, type Container } from './lab/index.js';
+import { describeEachSuite, pause, scaled, type Container } from './lab/index.js';
 import { failures, NO_FAILURES as NONE, startLoad } from './load.js';
 
 
@@ -24,7 +24,7 @@ describeEachSuite('worker pool', (c) => {
   beforeAll(async () => {
     await c.installUnit(SOCKET, exampleUnit(SOCKET));
     await c.installUnit(UNIT, exampleUnit(UNIT));
-    await c.writeFile(`/etc/systemd/system/${UNIT}.d/pool.conf`, '[Service]\nEnvironment=WORKERS=3 MAX_SURGE=1 MAX_UNAVAILABLE=0 DRAIN_TIMEOUT_MS=10000\n');
+    await c.writeFile(`/etc/systemd/system/${UNIT}.d/pool.conf`, `[Service]\nEnvironment=WORKERS=3 MAX_SURGE=1 MAX_UNAVAILABLE=0 DRAIN_TIMEOUT_MS=${scaled(10_000)} HEALTH_TIMEOUT_MS=${scaled(3000)} UPGRADE_TIMEOUT_MS=${scaled(60_000)}\n`);
     await c.systemctl(['daemon-reload'], { check: true });
     await c.systemctl(['start', SOCKET, UNIT], { check: true });
   });
@@ -40,7 +40,7 @@ describeEachSuite('worker pool', (c) => {
     expect(await c.waitFor(async () => ((await workersOf(c, main)).length === 3 ? true : undefined), 15_000, { what: '3 workers' })).toBe(true);
     const ka = await startLoad(c, 'keepalive', 8);
     const nc = await startLoad(c, 'newconn', 4);
-    await new Promise((r) => setTimeout(r, 1000));
+    await pause(1000);
     const mains = [main];
     let workers = await workersOf(c, main);
     for (let i = 0; i < 5; i++) {
@@ -58,7 +58,7 @@ describeEachSuite('worker pool', (c) => {
       workers = now;
       mains.push(main);
     }
-    await new Promise((r) => setTimeout(r, 500));
+    await pause(500);
     const [k, n] = await Promise.all([ka.stop(), nc.stop()]);
     expect(new Set(mains).size).toBe(6);
     expect(k.counts.ok).toBeGreaterThan(300);
@@ -73,5 +73,5 @@ describeEachSuite('worker pool', (c) => {
     const cgroup = (await c.exec(['systemctl', 'show', '-P', 'ControlGroup', UNIT], { check: true })).stdout.trim();
     const procs = (await c.exec(['cat', `/sys/fs/cgroup${cgroup}/cgroup.procs`])).stdout.trim().split('\n').map(Number);
     for (const w of workers) expect(procs).toContain(w);
-  }, 180_000);
+  }, scaled(180_000));
 });

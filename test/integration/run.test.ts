@@ -5,7 +5,7 @@
  * fails `systemctl reload` while the old instance keeps serving.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describeEachSuite, type Container } from './lab/index.js';
+import { describeEachSuite, pause, scaled, type Container } from './lab/index.js';
 import { failures, NO_FAILURES as NONE, startLoad } from './load.js';
 
 const UNIT = 'sdh-run.service';
@@ -19,10 +19,10 @@ Description=A Python server run by sd-handoff run
 [Service]
 Type=notify
 RuntimeDirectory=sdh-run
-ExecStart=${CLI} run --listen 127.0.0.1:8095=http --ready notify --timeout 10 --drain 10 --control-socket /run/sdh-run/control.sock -- /usr/bin/python3 /project/test/fixtures/listen_http.py --fail-if-exists ${FAIL}
-ExecReload=${CLI} upgrade --socket /run/sdh-run/control.sock --timeout 30
-TimeoutStartSec=60
-TimeoutStopSec=20
+ExecStart=${CLI} run --listen 127.0.0.1:8095=http --ready notify --timeout ${scaled(10)} --drain 10 --control-socket /run/sdh-run/control.sock -- /usr/bin/python3 /project/test/fixtures/listen_http.py --fail-if-exists ${FAIL}
+ExecReload=${CLI} upgrade --socket /run/sdh-run/control.sock --timeout ${scaled(30)}
+TimeoutStartSec=${scaled(60)}
+TimeoutStopSec=${scaled(20)}
 KillMode=control-group
 `;
 
@@ -55,7 +55,7 @@ describeEachSuite('sd-handoff run', (c) => {
     expect(first.status).toMatch(new RegExp(`^(serving: pid ${pid} \\(/usr/bin/python3\\) ready in \\d+ ms|listen_http ${pid} serving)$`));
     const nc = await startLoad(c, 'newconn', 4, [], URL);
     const ka = await startLoad(c, 'keepalive', 4, ['--slow-path', '/slow', '--slow-connections', '1'], URL);
-    await new Promise((r) => setTimeout(r, 1000));
+    await pause(1000);
     const pids = [pid];
     for (let i = 1; i <= 10; i++) {
       const r = await c.systemctl(['reload', UNIT], { timeoutMs: 60_000 });
@@ -68,7 +68,7 @@ describeEachSuite('sd-handoff run', (c) => {
       expect(s.status).toMatch(new RegExp(`^(reloaded: pid ${pid} serves \\(took over from ${pids.at(-1)} in \\d+ ms\\)|listen_http ${pid} serving)$`));
       pids.push(pid);
     }
-    await new Promise((r) => setTimeout(r, 500));
+    await pause(500);
     const [n, k] = await Promise.all([nc.stop(), ka.stop()]);
     console.log(`[${c.label}] 10 reloads: newconn ${JSON.stringify(n.counts)}; keepalive (HTTP/1.0) ${JSON.stringify(k.counts)}; slow ${JSON.stringify(k.slow?.counts)}`);
     expect(n.counts.ok).toBeGreaterThan(100);
@@ -84,7 +84,7 @@ describeEachSuite('sd-handoff run', (c) => {
     }, 30_000, { what: 'old instances to exit' });
     expect(left).toEqual([pid]);
     expect((await c.exec(['cat', `/proc/${pid}/cgroup`])).stdout).toContain(UNIT);
-  }, 300_000);
+  }, scaled(300_000));
 
   it('a new version that exits 1 at start: systemctl reload fails, the old one keeps serving, MainPID is still run', async () => {
     const before = await unitState(c);
@@ -106,7 +106,7 @@ describeEachSuite('sd-handoff run', (c) => {
     // Fixed: the next reload works.
     expect((await c.systemctl(['reload', UNIT], { timeoutMs: 60_000 })).code).toBe(0);
     expect(await served(c)).not.toBe(pid);
-  }, 120_000);
+  }, scaled(120_000));
 
   it('systemctl stop: SIGTERM reaches the program through run, the unit ends inactive (not failed)', async () => {
     const pid = await served(c);
@@ -114,5 +114,5 @@ describeEachSuite('sd-handoff run', (c) => {
     const s = await c.show(UNIT, ['ActiveState', 'Result']);
     expect(s).toEqual({ ActiveState: 'inactive', Result: 'success' });
     expect((await c.exec(['kill', '-0', String(pid)])).code).not.toBe(0);
-  }, 60_000);
+  }, scaled(60_000));
 });

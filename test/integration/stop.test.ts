@@ -3,7 +3,7 @@
  * takeover started by the unit's own `ExecReload=` (`sd-handoff takeover -- ...`) under load.
  */
 import { afterAll, beforeAll, expect, it, onTestFinished } from 'vitest';
-import { describeEachSuite } from './lab/index.js';
+import { describeEachSuite, pause, scaled } from './lab/index.js';
 import { exampleUnit, mainPid, PIDFILE, SOCKET, UNIT } from './hello.js';
 import { startLoad, type LoadCounts } from './load.js';
 
@@ -27,15 +27,15 @@ describeEachSuite('stop and takeover', (c) => {
     const pid = await mainPid(c);
     const stopKa = await startLoad(c, 'keepalive', 6);
     const stopNc = await startLoad(c, 'newconn', 3);
-    await new Promise((r) => setTimeout(r, 700));
+    await pause(700);
     const slow = c.exec(['curl', '-s', '-o', '-', '-w', ' %{http_code}', 'http://127.0.0.1:8080/slow'], { timeoutMs: 30_000 });
-    await new Promise((r) => setTimeout(r, 300));
+    await pause(300);
     const stop = await c.systemctl(['stop', UNIT], { timeoutMs: 60_000 });
     expect(stop.code, stop.stderr).toBe(0);
     const answer = await slow;
     expect(answer.stdout).toBe(`slow hello from ${pid}\n 200`);
     // The socket unit still listens: what arrives meanwhile starts the service again and is served by it.
-    await new Promise((r) => setTimeout(r, 1000));
+    await pause(1000);
     const [ka, nc] = await Promise.all([stopKa.stop(), stopNc.stop()]);
     expect(failed(ka.counts), JSON.stringify(ka.errorSamples)).toBe(0);
     expect(failed(nc.counts), JSON.stringify(nc.errorSamples)).toBe(0);
@@ -48,12 +48,12 @@ describeEachSuite('stop and takeover', (c) => {
       return p > 0 && p !== pid ? p : undefined;
     }, 20_000, { what: 'the service started again by its socket' });
     expect(next).not.toBe(pid);
-  }, 90_000);
+  }, scaled(90_000));
 
   it('a takeover started by ExecReload= (sd-handoff takeover -- ...) under load: new MainPID, 0 failed requests', async () => {
     await c.writeFile(
       `/etc/systemd/system/${UNIT}.d/takeover.conf`,
-      '[Service]\nExecReload=\nExecReload=/usr/local/bin/node /project/dist/cli.js takeover --timeout 60 -- /usr/local/bin/node /project/examples/hello-http/server.mjs\n',
+      `[Service]\nExecReload=\nExecReload=/usr/local/bin/node /project/dist/cli.js takeover --timeout ${scaled(60)} -- /usr/local/bin/node /project/examples/hello-http/server.mjs\n`,
     );
     await c.systemctl(['daemon-reload'], { check: true });
     onTestFinished(async () => {
@@ -63,7 +63,7 @@ describeEachSuite('stop and takeover', (c) => {
     await c.systemctl(['restart', UNIT], { check: true });
     const ka = await startLoad(c, 'keepalive', 6);
     const nc = await startLoad(c, 'newconn', 3);
-    await new Promise((r) => setTimeout(r, 700));
+    await pause(700);
     let pid = await mainPid(c);
     for (let i = 0; i < 3; i++) {
       const r = await c.systemctl(['reload', UNIT], { timeoutMs: 60_000 });
@@ -81,5 +81,5 @@ describeEachSuite('stop and takeover', (c) => {
     expect(failed(k.counts), JSON.stringify(k.errorSamples)).toBe(0);
     expect(failed(n.counts), JSON.stringify(n.errorSamples)).toBe(0);
     expect(k.counts.ok).toBeGreaterThan(100);
-  }, 120_000);
+  }, scaled(120_000));
 });

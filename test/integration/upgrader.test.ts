@@ -4,7 +4,7 @@
  * where systemd has it (>= 253), and a restart that keeps the listener through the fd store.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describeEachSuite, type Container } from './lab/index.js';
+import { describeEachSuite, pause, scaled, type Container } from './lab/index.js';
 import { exampleUnit, PIDFILE, SOCKET, UNIT } from './hello.js';
 import { failures, NO_FAILURES as NONE, startLoad } from './load.js';
 
@@ -31,7 +31,7 @@ describeEachSuite('upgrader', (c) => {
     await c.exec(['rm', '-f', '/run/sdh-hello-fail', '/run/sdh-hello-hang']);
     await c.installUnit(SOCKET, exampleUnit(SOCKET));
     await c.installUnit(UNIT, exampleUnit(UNIT));
-    await dropIn(c, '[Service]\nEnvironment=HELLO_FAIL_FILE=/run/sdh-hello-fail HELLO_HANG_FILE=/run/sdh-hello-hang UPGRADE_TIMEOUT_MS=3000\n');
+    await dropIn(c, `[Service]\nEnvironment=HELLO_FAIL_FILE=/run/sdh-hello-fail HELLO_HANG_FILE=/run/sdh-hello-hang UPGRADE_TIMEOUT_MS=${scaled(3000)}\n`);
     await c.systemctl(['start', SOCKET, UNIT], { check: true });
   });
   afterAll(async () => {
@@ -45,7 +45,7 @@ describeEachSuite('upgrader', (c) => {
     expect(first.pidFile).toBe(first.pid);
     const ka = await startLoad(c, 'keepalive', 8, ['--slow-path', '/slow', '--slow-connections', '2']);
     const nc = await startLoad(c, 'newconn', 4);
-    await new Promise((r) => setTimeout(r, 1000));
+    await pause(1000);
     const pids = [first.pid];
     for (let i = 0; i < 20; i++) {
       const r = await c.systemctl(['reload', UNIT], { timeoutMs: 60_000 });
@@ -57,7 +57,7 @@ describeEachSuite('upgrader', (c) => {
       expect(s.status).toMatch(new RegExp(`^upgraded: pid ${s.pid} took over from ${pids.at(-1)} in \\d+ ms$`));
       pids.push(s.pid);
     }
-    await new Promise((r) => setTimeout(r, 500));
+    await pause(500);
     const [k, n] = await Promise.all([ka.stop(), nc.stop()]);
     expect(new Set(pids).size).toBe(21);
     expect(k.counts.ok).toBeGreaterThan(500);
@@ -72,7 +72,7 @@ describeEachSuite('upgrader', (c) => {
       return p.length === 1 ? p : undefined;
     }, 45_000, { what: 'old versions to exit' });
     expect(left).toEqual([pids.at(-1)]);
-  }, 240_000);
+  }, scaled(240_000));
 
   it('a new version that fails before ready: systemctl reload fails, the old one keeps serving and stays MainPID', async () => {
     const before = await state(c);
@@ -118,11 +118,11 @@ describeEachSuite('upgrader', (c) => {
     if (c.systemdVersion < 253) return;
     await dropIn(
       c,
-      '[Service]\nType=notify-reload\nExecReload=\nEnvironment=HELLO_FAIL_FILE=/run/sdh-hello-fail HELLO_HANG_FILE=/run/sdh-hello-hang UPGRADE_TIMEOUT_MS=3000\n',
+      `[Service]\nType=notify-reload\nExecReload=\nEnvironment=HELLO_FAIL_FILE=/run/sdh-hello-fail HELLO_HANG_FILE=/run/sdh-hello-hang UPGRADE_TIMEOUT_MS=${scaled(3000)}\n`,
     );
     await c.systemctl(['restart', UNIT], { check: true });
     const ka = await startLoad(c, 'keepalive', 4);
-    await new Promise((r) => setTimeout(r, 500));
+    await pause(500);
     let pid = (await state(c)).pid;
     for (let i = 0; i < 3; i++) {
       const r = await c.systemctl(['reload', UNIT], { timeoutMs: 60_000 });
@@ -135,7 +135,7 @@ describeEachSuite('upgrader', (c) => {
     const k = await ka.stop();
     expect(failures(k.counts)).toEqual(NONE);
     expect(k.counts.ok).toBeGreaterThan(100);
-  }, 120_000);
+  }, scaled(120_000));
 
   it('systemctl restart with the listener in the fd store (no socket unit): same socket, no refused connection', async () => {
     await c.systemctl(['stop', UNIT, SOCKET], { check: true });
@@ -153,15 +153,15 @@ describeEachSuite('upgrader', (c) => {
     const ino = await inode();
     expect(Number((await c.show(UNIT, ['NFileDescriptorStore'])).NFileDescriptorStore)).toBeGreaterThanOrEqual(1);
     const nc = await startLoad(c, 'newconn', 4);
-    await new Promise((r) => setTimeout(r, 500));
+    await pause(500);
     const before = (await state(c)).pid;
     await c.systemctl(['restart', UNIT], { check: true, timeoutMs: 60_000 });
     const after = await state(c);
     expect(after.pid).not.toBe(before);
-    await new Promise((r) => setTimeout(r, 500));
+    await pause(500);
     const n = await nc.stop();
     expect(await inode()).toBe(ino);
     expect(failures(n.counts), JSON.stringify(n.errorSamples)).toEqual(NONE);
     expect(n.counts.ok).toBeGreaterThan(50);
-  }, 120_000);
+  }, scaled(120_000));
 });

@@ -6,6 +6,9 @@
  *   SDH_LAB_CACHE   cache directory for built root filesystems (default /var/cache/sd-handoff-lab)
  *   SDH_LAB_MIRROR  Debian mirror for debootstrap (default: the one apt on this host is configured with)
  *   SDH_LAB_BUILD_JOBS  how many suites debootstrap at once (default 3)
+ *   SDH_TIME_FACTOR  multiplies every deadline and pause the integration tests set (default 1; e.g. 10 in a
+ *                    software-emulated VM): test and hook timeouts, exec/spawn timeouts, waitFor, pause(), and the
+ *                    time limits the tests write into their units (`scaled(ms)`)
  *   CI=true         an unavailable lab fails the run instead of skipping the integration tests
  */
 import { dirname, resolve } from 'node:path';
@@ -50,4 +53,31 @@ export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
 
 export function isCI(env: NodeJS.ProcessEnv = process.env): boolean {
   return env.CI === 'true' || env.CI === '1';
+}
+
+/**
+ * SDH_TIME_FACTOR: one factor for every deadline the integration tests set, in the container lab and in a VM alike.
+ * A number >= 1 (fractions allowed); anything else is an error that names the variable and the value.
+ */
+export function timeFactor(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.SDH_TIME_FACTOR?.trim();
+  if (!raw) return 1;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < 1 || n > 100) {
+    throw new Error(`SDH_TIME_FACTOR=${JSON.stringify(env.SDH_TIME_FACTOR)} is not a number from 1 to 100 (how many times slower than a normal machine this one is)`);
+  }
+  return n;
+}
+
+/** The factor of this run (SDH_TIME_FACTOR). */
+export const TIME_FACTOR = timeFactor();
+
+/** `ms` as this run's deadline: `ms` x SDH_TIME_FACTOR, whole milliseconds. */
+export function scaled(ms: number): number {
+  return Math.round(ms * TIME_FACTOR);
+}
+
+/** Waits `ms` x SDH_TIME_FACTOR: for a test's "let the load run a moment" pauses. */
+export function pause(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, scaled(ms)));
 }

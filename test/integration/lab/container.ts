@@ -19,7 +19,7 @@ import { posix } from 'node:path';
 
 import { tool } from './availability.js';
 import { cgroupName, cgroupPids, createCgroup, killCgroup, removeCgroup, removeNspawnLeftovers } from './cgroup.js';
-import { CONTAINER_PATH, PROJECT_ROOT, type Suite } from './config.js';
+import { CONTAINER_PATH, PROJECT_ROOT, type Suite, scaled } from './config.js';
 import { forgetContainer, trackContainer } from './registry.js';
 import { type Rootfs, ensureRootfs } from './rootfs.js';
 import { CommandError, type ExecResult, type Running, sleep, start, waitFor } from './run.js';
@@ -54,7 +54,7 @@ export interface ExecOptions {
   env?: Record<string, string>;
   /** Working directory inside the container. */
   cwd?: string;
-  /** Default 60 s; the command is SIGKILLed past it. */
+  /** Default 60 s; the command is SIGKILLed past it. Multiplied by SDH_TIME_FACTOR (config.ts), as every lab deadline is. */
   timeoutMs?: number;
   /** Throw a CommandError unless the command exits 0 (default false: look at `code`). */
   check?: boolean;
@@ -147,7 +147,7 @@ export class Container implements ContainerInfo {
     return start(argv, {
       env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
       ...(opts.input !== undefined ? { input: opts.input } : {}),
-      ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+      ...(opts.timeoutMs !== undefined ? { timeoutMs: scaled(opts.timeoutMs) } : {}),
       signal: (pid, sig) => {
         for (const p of [...childrenOf(pid), pid]) {
           try {
@@ -242,9 +242,9 @@ export class Container implements ContainerInfo {
     return out as Record<P, string>;
   }
 
-  /** Polls `fn` until it returns a value other than undefined/false/null; see run.ts waitFor. */
+  /** Polls `fn` until it returns a value other than undefined/false/null; see run.ts waitFor. `timeoutMs` x SDH_TIME_FACTOR. */
   waitFor<T>(fn: () => T | Promise<T>, timeoutMs = 10_000, opts: { intervalMs?: number; what?: string } = {}) {
-    return waitFor(fn, timeoutMs, opts);
+    return waitFor(fn, scaled(timeoutMs), opts);
   }
 
   /** Powers the container off and removes its cgroups. Only the process that booted it can stop it. */
@@ -392,7 +392,7 @@ export async function bootContainer(suite: Suite, opts: BootOptions = {}): Promi
     throw new Error(`${machine} (${suite}) did not boot: ${why}\n--- nspawn output ---\n${consoleTail}`);
   };
 
-  const deadline = t0 + (opts.timeoutMs ?? 90_000);
+  const deadline = t0 + scaled(opts.timeoutMs ?? 90_000);
   const remaining = () => Math.max(1, deadline - Date.now());
 
   // PID 1: the child of nspawn whose pid in its own namespace is 1, once it has exec'd systemd.

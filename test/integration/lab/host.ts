@@ -17,7 +17,7 @@
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 
-import { CONTAINER_PATH, PROJECT_ROOT, type Suite } from './config.js';
+import { CONTAINER_PATH, PROJECT_ROOT, type Suite, scaled } from './config.js';
 import { Container, type ContainerInfo, type ExecOptions } from './container.js';
 import { type Running, run, sleep, start } from './run.js';
 
@@ -149,7 +149,7 @@ export class HostMachine extends Container {
     return start(['/usr/bin/env', '-i', ...cwd, `PATH=${CONTAINER_PATH}`, ...env, ...argv], {
       env: { PATH: CONTAINER_PATH },
       ...(opts.input !== undefined ? { input: opts.input } : {}),
-      ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+      ...(opts.timeoutMs !== undefined ? { timeoutMs: scaled(opts.timeoutMs) } : {}),
     });
   }
 

@@ -20,7 +20,7 @@ import { Container } from './container.js';
 import { HostMachine } from './host.js';
 import type { LabState, SuiteState } from './state.js';
 
-export { ALL_SUITES, CONTAINER_PATH, EXPECTED_SYSTEMD, type Suite } from './config.js';
+export { ALL_SUITES, CONTAINER_PATH, EXPECTED_SYSTEMD, type Suite, TIME_FACTOR, pause, scaled } from './config.js';
 export { Container, bootContainer, type BootOptions, type ContainerInfo, type ExecOptions, type JournalEntry, type JournalOptions } from './container.js';
 export { HOST_NODE, HOST_PROJECT, HostMachine, type HostInfo, type LabTarget, labTarget } from './host.js';
 export { CommandError, type ExecResult, type Running, waitFor } from './run.js';
