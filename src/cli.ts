@@ -16,7 +16,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { Systemd, type ConnectOptions, type ListenAddress, type UnitState } from './dbus.js';
 import { SdHandoffError } from './errors.js';
 import { controlRequest } from './upgrade/control.js';
@@ -204,6 +204,20 @@ export interface JournalLines {
 
 class UsageError extends Error {}
 
+/**
+ * A command's arguments parsed strictly, with `--help`/`-h` added to its options; undefined when --help was given:
+ * `help` is printed then, and the command is done (exit 0).
+ */
+function parseCommand<O extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: O, help: string, io: CliIo, { positionals = true } = {}) {
+  const parsed = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h', default: false } as const }, allowPositionals: positionals, strict: true });
+  // (The values' type only resolves at the call, where O is known.)
+  if ((parsed.values as { help: boolean }).help) {
+    io.out(help);
+    return undefined;
+  }
+  return parsed;
+}
+
 function socketFromPid(pid: string): string {
   if (!/^\d+$/.test(pid)) throw new UsageError(`--pid must be a process id, got ${JSON.stringify(pid)}`);
   let environ: string;
@@ -218,21 +232,18 @@ function socketFromPid(pid: string): string {
 }
 
 async function takeover(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const parsed = parseCommand(
     args,
-    options: {
+    {
       socket: { type: 'string' },
       timeout: { type: 'string', default: '120' },
       json: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
     },
-    allowPositionals: true,
-    strict: true,
-  });
-  if (values.help) {
-    io.out(TAKEOVER_HELP);
-    return EXIT.OK;
-  }
+    TAKEOVER_HELP,
+    io,
+  );
+  if (!parsed) return EXIT.OK;
+  const { values, positionals } = parsed;
   const timeout = Number(values.timeout);
   if (!Number.isFinite(timeout) || timeout <= 0) throw new UsageError(`--timeout must be a positive number of seconds, got ${JSON.stringify(values.timeout)}`);
   const socket = values.socket ?? io.env.SDH_CONTROL_SOCKET;
@@ -253,9 +264,9 @@ async function takeover(args: string[], io: CliIo): Promise<number> {
 
 async function run(args: string[], io: CliIo): Promise<number> {
   const split = splitCommand(args);
-  const { values, positionals } = parseArgs({
-    args: split.options,
-    options: {
+  const parsed = parseCommand(
+    split.options,
+    {
       listen: { type: 'string', multiple: true },
       ready: { type: 'string' },
       delay: { type: 'string' },
@@ -263,15 +274,12 @@ async function run(args: string[], io: CliIo): Promise<number> {
       drain: { type: 'string' },
       workers: { type: 'string' },
       'control-socket': { type: 'string' },
-      help: { type: 'boolean', short: 'h', default: false },
     },
-    allowPositionals: true,
-    strict: true,
-  });
-  if (values.help) {
-    io.out(RUN_HELP);
-    return EXIT.OK;
-  }
+    RUN_HELP,
+    io,
+  );
+  if (!parsed) return EXIT.OK;
+  const { values, positionals } = parsed;
   if (positionals.length > 0) {
     throw new UsageError(`run: the program goes after \`--\`: sd-handoff run [options] -- ${positionals.join(' ')}`);
   }
@@ -287,21 +295,20 @@ async function run(args: string[], io: CliIo): Promise<number> {
 }
 
 async function upgrade(args: string[], io: CliIo): Promise<number> {
-  const { values } = parseArgs({
+  const parsed = parseCommand(
     args,
-    options: {
+    {
       socket: { type: 'string' },
       pid: { type: 'string' },
       timeout: { type: 'string', default: '120' },
       json: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
     },
-    strict: true,
-  });
-  if (values.help) {
-    io.out(UPGRADE_HELP);
-    return EXIT.OK;
-  }
+    UPGRADE_HELP,
+    io,
+    { positionals: false },
+  );
+  if (!parsed) return EXIT.OK;
+  const { values } = parsed;
   if (values.socket && values.pid) throw new UsageError('give --socket or --pid, not both');
   const timeout = Number(values.timeout);
   if (!Number.isFinite(timeout) || timeout <= 0) throw new UsageError(`--timeout must be a positive number of seconds, got ${JSON.stringify(values.timeout)}`);
@@ -380,21 +387,18 @@ function busFailure(err: unknown, command: string, io: CliIo, json: boolean): nu
 const stateText = (u: UnitState) => `${u.activeState} (${u.subState})`;
 
 async function reload(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const parsed = parseCommand(
     args,
-    options: {
+    {
       timeout: { type: 'string', default: '120' },
       bus: { type: 'string' },
       json: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
     },
-    allowPositionals: true,
-    strict: true,
-  });
-  if (values.help) {
-    io.out(RELOAD_HELP);
-    return EXIT.OK;
-  }
+    RELOAD_HELP,
+    io,
+  );
+  if (!parsed) return EXIT.OK;
+  const { values, positionals } = parsed;
   const unit = unitArg(positionals, 'reload');
   const timeoutMs = Math.round(seconds(values.timeout, 'timeout') * 1000);
   const now = io.now ?? Date.now;
@@ -479,20 +483,17 @@ export function lastUpgrade(c: ControlStatus, statusText: string): { ok: boolean
 }
 
 async function status(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const parsed = parseCommand(
     args,
-    options: {
+    {
       bus: { type: 'string' },
       json: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
     },
-    allowPositionals: true,
-    strict: true,
-  });
-  if (values.help) {
-    io.out(STATUS_HELP);
-    return EXIT.OK;
-  }
+    STATUS_HELP,
+    io,
+  );
+  if (!parsed) return EXIT.OK;
+  const { values, positionals } = parsed;
   const unit = unitArg(positionals, 'status');
   let sd: Systemd | undefined;
   try {
@@ -571,9 +572,9 @@ async function units(args: string[], io: CliIo): Promise<number> {
 }
 
 async function unitsRender(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const parsed = parseCommand(
     args,
-    options: {
+    {
       name: { type: 'string' },
       exec: { type: 'string' },
       listen: { type: 'string', multiple: true },
@@ -591,15 +592,12 @@ async function unitsRender(args: string[], io: CliIo): Promise<number> {
       out: { type: 'string', default: '.' },
       'dry-run': { type: 'boolean', default: false },
       'no-verify': { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
     },
-    allowPositionals: true,
-    strict: true,
-  });
-  if (values.help) {
-    io.out(UNITS_HELP);
-    return EXIT.OK;
-  }
+    UNITS_HELP,
+    io,
+  );
+  if (!parsed) return EXIT.OK;
+  const { values, positionals } = parsed;
   if (positionals.length > 0) throw new UsageError(`units render takes no positional arguments, got ${positionals.join(' ')}`);
   if (values.name === undefined) throw new UsageError('units render: --name is required');
   if (values.exec === undefined) throw new UsageError('units render: --exec is required');
