@@ -4,31 +4,13 @@
  * socket bound by the test stands in for systemd's.
  */
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startLoad, type Counts } from '../../bench/load.js';
-import { alive, freePort, NotifyRecorder, Procs, readPid, ROOT, tempDir, waitFor } from './helpers.js';
+import { alive, readPid, ROOT, serviceWorld, waitFor } from './helpers.js';
 
 const APPS = path.join(ROOT, 'test/fixtures/auto');
 
-let procs: Procs;
-let tmp: ReturnType<typeof tempDir>;
-let notify: NotifyRecorder;
-let port: number;
-let pidFile: string;
-
-beforeEach(async () => {
-  procs = new Procs();
-  tmp = tempDir();
-  notify = new NotifyRecorder(path.join(tmp.dir, 'notify'));
-  port = await freePort();
-  pidFile = path.join(tmp.dir, 'app.pid');
-});
-
-afterEach(async () => {
-  await procs.killAll();
-  await notify.close();
-  tmp.cleanup();
-});
+const world = serviceWorld({ pidFile: 'app.pid' });
 
 const failures = (c: Counts): Omit<Counts, 'ok' | 'total'> => ({ non2xx: c.non2xx, refused: c.refused, reset: c.reset, timeout: c.timeout, other: c.other });
 const NONE = { non2xx: 0, refused: 0, reset: 0, timeout: 0, other: 0 };
@@ -36,16 +18,16 @@ const NONE = { non2xx: 0, refused: 0, reset: 0, timeout: 0, other: 0 };
 describe('node --import sd-handoff/auto', () => {
   it.each(['http', 'express', 'fastify'])('an unmodified %s app is upgraded twice by SIGHUP under load with 0 failed requests', async (app) => {
     // Run from the project so `sd-handoff/auto` resolves to this package (as it would from node_modules).
-    const child = procs.start('--import', {
-      PORT: String(port),
-      SDH_PIDFILE: pidFile,
-      NOTIFY_SOCKET: notify.path,
+    const child = world.procs.start('--import', {
+      PORT: String(world.port),
+      SDH_PIDFILE: world.pidFile,
+      NOTIFY_SOCKET: world.notify.path,
       SDH_DRAIN_TIMEOUT_MS: '5000',
     }, ['sd-handoff/auto', path.join(APPS, `${app}-app.mjs`)]);
-    let pid = await waitFor('the PID file', () => readPid(pidFile));
+    let pid = await waitFor('the PID file', () => readPid(world.pidFile));
     expect(pid).toBe(child.pid);
-    await waitFor('READY=1', () => notify.texts().some((t) => t.startsWith('READY=1')));
-    const url = `http://127.0.0.1:${port}/`;
+    await waitFor('READY=1', () => world.notify.texts().some((t) => t.startsWith('READY=1')));
+    const url = `http://127.0.0.1:${world.port}/`;
     const ka = startLoad({ url, mode: 'keepalive', connections: 6, durationMs: 60_000, slow: { path: '/slow', connections: 1 } });
     const nc = startLoad({ url, mode: 'newconn', connections: 3, durationMs: 60_000 });
     await new Promise((r) => setTimeout(r, 400));
@@ -54,10 +36,10 @@ describe('node --import sd-handoff/auto', () => {
       const old = pid;
       process.kill(old, 'SIGHUP');
       pid = await waitFor('the PID file to name the new process', () => {
-        const p = readPid(pidFile);
+        const p = readPid(world.pidFile);
         return p !== undefined && p !== old ? p : undefined;
       });
-      procs.track(pid);
+      world.procs.track(pid);
       await waitFor(`old pid ${old} to exit`, () => !alive(old), 15_000);
       pids.push(pid);
     }
@@ -69,6 +51,6 @@ describe('node --import sd-handoff/auto', () => {
     expect(failures(n.counts), JSON.stringify(n.errorSamples)).toEqual(NONE);
     expect(k.slow?.counts.ok).toBeGreaterThan(0);
     expect(failures(k.slow!.counts)).toEqual(NONE);
-    for (const p of pids.slice(1)) expect(notify.texts().some((t) => t.startsWith(`MAINPID=${p}\nREADY=1`))).toBe(true);
+    for (const p of pids.slice(1)) expect(world.notify.texts().some((t) => t.startsWith(`MAINPID=${p}\nREADY=1`))).toBe(true);
   }, 45_000);
 });

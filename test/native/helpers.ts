@@ -4,7 +4,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { afterEach, beforeEach } from 'vitest';
 import { native, type Received } from '../../src/native.js';
+import { readPidFile } from '../../src/pidfile.js';
 
 export const ROOT = path.resolve(import.meta.dirname, '../..');
 export const HELLO = path.join(ROOT, 'examples/hello-http/server.mjs');
@@ -49,7 +51,7 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | false |
 }
 
 /** The pid a PID file names (undefined when missing or not a pid): the library's own reader. */
-export { readPidFile as readPid } from '../../src/pidfile.js';
+export { readPidFile as readPid };
 
 /** Every process a test started, so afterEach can end them by pid even when the test failed. */
 export class Procs {
@@ -81,6 +83,70 @@ export class Procs {
     await waitFor('tracked processes to exit', () => [...this.pids].every((p) => !alive(p)), 5000).catch(() => {});
     this.pids.clear();
   }
+}
+
+/** How a process ended, and when (Date.now()). */
+export interface Exit {
+  code: number | null;
+  signal: string | null;
+  at: number;
+}
+
+/** A service's surroundings, made afresh before each test by {@link serviceWorld}. */
+export interface ServiceWorld {
+  /** Every process the test started; all killed after the test. */
+  procs: Procs;
+  /** A temp dir, removed after the test; the paths below are in it. */
+  dir: string;
+  /** The notify socket standing in for systemd's. */
+  notify: NotifyRecorder;
+  /** A free port on 127.0.0.1. */
+  port: number;
+  pidFile: string;
+  /** A path for a control socket (SDH_CONTROL_SOCKET); nothing binds it unless a test passes it on. */
+  control: string;
+  /**
+   * Starts examples/hello-http with this world's PORT, PIDFILE and NOTIFY_SOCKET, and `env`; resolves once the PID
+   * file names its pid and READY=1 has come.
+   */
+  startHello(env?: NodeJS.ProcessEnv): Promise<{ pid: number; child: ChildProcess; exited: Promise<Exit> }>;
+}
+
+/**
+ * Registers beforeEach and afterEach hooks giving every test of the file a fresh {@link ServiceWorld}, and returns it:
+ * its fields are set before each test (read them in tests and hooks, not when the file loads). After each test,
+ * `beforeKill` runs (to track processes not tracked yet), then every tracked process is killed, the notify socket
+ * closed and the temp dir removed.
+ */
+export function serviceWorld({ pidFile = 'hello.pid', beforeKill }: { pidFile?: string; beforeKill?: (world: ServiceWorld) => void } = {}): ServiceWorld {
+  let cleanup = (): void => {};
+  const world = {
+    async startHello(env: NodeJS.ProcessEnv = {}) {
+      const child = world.procs.start(HELLO, { PORT: String(world.port), PIDFILE: world.pidFile, NOTIFY_SOCKET: world.notify.path, ...env });
+      const exited = new Promise<Exit>((r) => child.once('exit', (code, signal) => r({ code, signal, at: Date.now() })));
+      const pid = await waitFor('the PID file', () => readPidFile(world.pidFile));
+      world.procs.track(pid);
+      await waitFor('READY=1', () => world.notify.texts().some((t) => t.startsWith('READY=1')));
+      return { pid, child, exited };
+    },
+  } as ServiceWorld;
+  beforeEach(async () => {
+    const tmp = tempDir();
+    cleanup = tmp.cleanup;
+    world.procs = new Procs();
+    world.dir = tmp.dir;
+    world.notify = new NotifyRecorder(path.join(tmp.dir, 'notify'));
+    world.port = await freePort();
+    world.pidFile = path.join(tmp.dir, pidFile);
+    world.control = path.join(tmp.dir, 'control.sock');
+  });
+  afterEach(async () => {
+    beforeKill?.(world);
+    await world.procs.killAll();
+    await world.notify.close();
+    cleanup();
+  });
+  return world;
 }
 
 /** A notify socket bound by the test (SO_PASSCRED), recording every datagram with its fds and sender. */

@@ -2,48 +2,25 @@
  * The signal set, with hello-http as a real process and a notify socket standing in for systemd's:
  * SIGTERM graceful stop, a second SIGTERM, SIGINT fast stop, SIGQUIT upgrade, and a stop during an upgrade.
  */
-import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { SdHandoffError } from '../../src/errors.js';
 import { controlRequest } from '../../src/upgrade/control.js';
-import { alive, freePort, HELLO, NotifyRecorder, Procs, readPid, tempDir, waitFor } from './helpers.js';
+import { alive, readPid, serviceWorld, waitFor, type ServiceWorld } from './helpers.js';
 
-let procs: Procs;
-let tmp: ReturnType<typeof tempDir>;
-let notify: NotifyRecorder;
-let port: number;
-let pidFile: string;
-let control: string;
+const world = serviceWorld();
 
-beforeEach(async () => {
-  procs = new Procs();
-  tmp = tempDir();
-  notify = new NotifyRecorder(path.join(tmp.dir, 'notify'));
-  port = await freePort();
-  pidFile = path.join(tmp.dir, 'hello.pid');
-  control = path.join(tmp.dir, 'control.sock');
-});
-afterEach(async () => {
-  await procs.killAll();
-  await notify.close();
-  tmp.cleanup();
-});
-
-async function start(extra: NodeJS.ProcessEnv = {}): Promise<{ pid: number; child: ChildProcess; exited: Promise<{ code: number | null; signal: string | null; at: number }> }> {
-  const child = procs.start(HELLO, { PORT: String(port), PIDFILE: pidFile, NOTIFY_SOCKET: notify.path, SDH_CONTROL_SOCKET: control, DRAIN_TIMEOUT_MS: '8000', ...extra });
-  const exited = new Promise<{ code: number | null; signal: string | null; at: number }>((r) => child.once('exit', (code, signal) => r({ code, signal, at: Date.now() })));
-  const pid = await waitFor('READY=1', () => notify.texts().some((t) => t.startsWith('READY=1')) && readPid(pidFile));
-  return { pid, child, exited };
+function start(extra: NodeJS.ProcessEnv = {}): ReturnType<ServiceWorld['startHello']> {
+  return world.startHello({ SDH_CONTROL_SOCKET: world.control, DRAIN_TIMEOUT_MS: '8000', ...extra });
 }
 
 /** A GET on its own connection; resolves with status and body, or the error code. */
 function get(urlPath: string): Promise<{ status?: number; body?: string; error?: string; at: number }> {
   return new Promise((resolve) => {
     http
-      .get({ host: '127.0.0.1', port, path: urlPath, agent: false }, (res) => {
+      .get({ host: '127.0.0.1', port: world.port, path: urlPath, agent: false }, (res) => {
         let body = '';
         res.on('data', (d: Buffer) => (body += d.toString()));
         res.on('end', () => resolve({ status: res.statusCode, body, at: Date.now() }));
@@ -67,11 +44,11 @@ describe('signals', () => {
     // It waited for the request (about 2.7 s left of it), not for the drain timeout (8 s).
     expect(exit.at - sent).toBeGreaterThan(2000);
     expect(exit.at - sent).toBeLessThan(7000);
-    const texts = notify.messages.filter((m) => m.pid === pid).map((m) => m.text);
+    const texts = world.notify.messages.filter((m) => m.pid === pid).map((m) => m.text);
     const stopping = texts.findIndex((t) => t.startsWith('STOPPING=1'));
     expect(stopping).toBeGreaterThan(0);
     expect(texts.slice(stopping).filter((t) => /^EXTEND_TIMEOUT_USEC=\d+$/.test(t)).length).toBeGreaterThanOrEqual(1);
-    expect(readPid(pidFile)).toBeUndefined();
+    expect(readPid(world.pidFile)).toBeUndefined();
   }, 20_000);
 
   it('a second SIGTERM during the drain ends it at once', async () => {
@@ -98,29 +75,29 @@ describe('signals', () => {
     const exit = await exited;
     expect(exit.code).toBe(0);
     expect(exit.at - sent).toBeLessThan(1000);
-    expect(notify.messages.some((m) => m.pid === pid && m.text.startsWith('STOPPING=1'))).toBe(true);
+    expect(world.notify.messages.some((m) => m.pid === pid && m.text.startsWith('STOPPING=1'))).toBe(true);
   }, 20_000);
 
   it('SIGQUIT upgrades, as SIGHUP does', async () => {
     const { pid } = await start();
     process.kill(pid, 'SIGQUIT');
     const next = await waitFor('a new pid in the PID file', () => {
-      const p = readPid(pidFile);
+      const p = readPid(world.pidFile);
       return p !== undefined && p !== pid ? p : undefined;
     });
-    procs.track(next);
+    world.procs.track(next);
     await waitFor('the old pid to exit', () => !alive(pid), 15_000);
     expect((await get('/')).body).toContain(`hello from ${next}`);
   }, 30_000);
 
   it('a stop during an upgrade aborts the upgrade and says so; the service still drains and exits 0', async () => {
-    const hang = path.join(tmp.dir, 'hang');
+    const hang = path.join(world.dir, 'hang');
     const { pid, exited } = await start({ HELLO_HANG_FILE: hang, UPGRADE_TIMEOUT_MS: '20000' });
     writeFileSync(hang, '');
-    const upgrading = controlRequest(control, 'upgrade', { timeoutMs: 20_000 }).catch((e: unknown) => e as SdHandoffError);
-    await waitFor('the new version to start', () => procs.output.includes('never becoming ready'));
-    const hangingPid = Number(/hello-http (\d+): .* never becoming ready/.exec(procs.output)![1]);
-    procs.track(hangingPid);
+    const upgrading = controlRequest(world.control, 'upgrade', { timeoutMs: 20_000 }).catch((e: unknown) => e as SdHandoffError);
+    await waitFor('the new version to start', () => world.procs.output.includes('never becoming ready'));
+    const hangingPid = Number(/hello-http (\d+): .* never becoming ready/.exec(world.procs.output)![1]);
+    world.procs.track(hangingPid);
     process.kill(pid, 'SIGTERM');
     const err = await upgrading;
     expect(err).toBeInstanceOf(SdHandoffError);

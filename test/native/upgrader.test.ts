@@ -5,11 +5,11 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startLoad } from '../../bench/load.js';
 import { SdHandoffError } from '../../src/errors.js';
 import { controlRequest } from '../../src/upgrade/control.js';
-import { alive, freePort, HELLO, NotifyRecorder, Procs, readPid, tempDir, waitFor } from './helpers.js';
+import { alive, readPid, serviceWorld, waitFor } from './helpers.js';
 
 function get(port: number, urlPath = '/'): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -23,51 +23,20 @@ function get(port: number, urlPath = '/'): Promise<{ status: number; body: strin
   });
 }
 
-let procs: Procs;
-let tmp: ReturnType<typeof tempDir>;
-let notify: NotifyRecorder;
-let port: number;
-let pidFile: string;
-let control: string;
-
-beforeEach(async () => {
-  procs = new Procs();
-  tmp = tempDir();
-  notify = new NotifyRecorder(path.join(tmp.dir, 'notify'));
-  port = await freePort();
-  pidFile = path.join(tmp.dir, 'hello.pid');
-  control = path.join(tmp.dir, 'control.sock');
-});
-
-afterEach(async () => {
-  await procs.killAll();
-  await notify.close();
-  tmp.cleanup();
-});
+const world = serviceWorld();
 
 async function startHello(extra: NodeJS.ProcessEnv = {}): Promise<number> {
-  procs.start(HELLO, {
-    PORT: String(port),
-    PIDFILE: pidFile,
-    NOTIFY_SOCKET: notify.path,
-    SDH_CONTROL_SOCKET: control,
-    DRAIN_TIMEOUT_MS: '5000',
-    ...extra,
-  });
-  const pid = await waitFor('the first PID file', () => readPid(pidFile));
-  procs.track(pid);
-  await waitFor('READY=1', () => notify.texts().some((t) => t.startsWith('READY=1')));
-  return pid;
+  return (await world.startHello({ SDH_CONTROL_SOCKET: world.control, DRAIN_TIMEOUT_MS: '5000', ...extra })).pid;
 }
 
 /** Sends SIGHUP and waits until the PID file names a new process and the old one has exited. */
 async function upgradeBySignal(oldPid: number): Promise<number> {
   process.kill(oldPid, 'SIGHUP');
   const newPid = await waitFor('the PID file to name the new process', () => {
-    const p = readPid(pidFile);
+    const p = readPid(world.pidFile);
     return p !== undefined && p !== oldPid ? p : undefined;
   });
-  procs.track(newPid);
+  world.procs.track(newPid);
   await waitFor(`old pid ${oldPid} to exit`, () => !alive(oldPid), 15_000);
   return newPid;
 }
@@ -75,7 +44,7 @@ async function upgradeBySignal(oldPid: number): Promise<number> {
 describe('Upgrader with hello-http as a real process', () => {
   it('upgrades 3 times under keep-alive and new-connection load with 0 failed requests, the slow request completing', async () => {
     let pid = await startHello({ DRAIN_TIMEOUT_MS: '8000' });
-    const url = `http://127.0.0.1:${port}/`;
+    const url = `http://127.0.0.1:${world.port}/`;
     const keepalive = startLoad({ url, mode: 'keepalive', connections: 8, durationMs: 60_000, slow: { path: '/slow', connections: 2 } });
     const newconn = startLoad({ url, mode: 'newconn', connections: 4, durationMs: 60_000 });
     await new Promise((r) => setTimeout(r, 500));
@@ -95,15 +64,15 @@ describe('Upgrader with hello-http as a real process', () => {
     // Slow requests spanning the upgrades all completed.
     expect(ka.slow?.counts.ok).toBeGreaterThan(0);
     expect(ka.slow?.counts.ok).toBe(ka.slow?.counts.total);
-    const answer = await get(port);
+    const answer = await get(world.port);
     expect(answer.body).toContain(`hello from ${pid}`);
   }, 90_000);
 
   it('tells systemd RELOADING=1 + MONOTONIC_USEC, then MAINPID=<new> + READY=1 from the old main, in that order', async () => {
     const oldPid = await startHello();
-    const before = notify.messages.length;
+    const before = world.notify.messages.length;
     const newPid = await upgradeBySignal(oldPid);
-    const msgs = notify.messages.slice(before).filter((m) => !m.text.startsWith('WATCHDOG'));
+    const msgs = world.notify.messages.slice(before).filter((m) => !m.text.startsWith('WATCHDOG'));
     expect(msgs[0]?.text).toMatch(/^RELOADING=1\nMONOTONIC_USEC=\d+\nSTATUS=/);
     expect(msgs[0]?.pid).toBe(oldPid);
     const handover = msgs.findIndex((m) => m.text.startsWith(`MAINPID=${newPid}\nREADY=1\nSTATUS=upgraded: pid ${newPid} took over from ${oldPid}`));
@@ -120,54 +89,54 @@ describe('Upgrader with hello-http as a real process', () => {
 
   it('answers an upgrade through the control socket with the new pid', async () => {
     const oldPid = await startHello();
-    const answer = await controlRequest(control, 'upgrade', { timeoutMs: 20_000 });
+    const answer = await controlRequest(world.control, 'upgrade', { timeoutMs: 20_000 });
     expect(answer).toMatchObject({ ok: true, oldPid });
     const newPid = answer.pid as number;
-    procs.track(newPid);
+    world.procs.track(newPid);
     expect(newPid).not.toBe(oldPid);
-    expect(readPid(pidFile)).toBe(newPid);
+    expect(readPid(world.pidFile)).toBe(newPid);
     await waitFor('old pid to exit', () => !alive(oldPid));
-    expect((await get(port)).body).toContain(`hello from ${newPid}`);
+    expect((await get(world.port)).body).toContain(`hello from ${newPid}`);
     // The control socket was handed over too: the new process answers it.
-    expect(await controlRequest(control, 'status')).toMatchObject({ ok: true, pid: newPid, state: 'ready' });
+    expect(await controlRequest(world.control, 'status')).toMatchObject({ ok: true, pid: newPid, state: 'ready' });
   }, 30_000);
 
   it('a new version that exits before ready leaves the old one serving and reports its status and last lines', async () => {
-    const failFile = path.join(tmp.dir, 'fail');
+    const failFile = path.join(world.dir, 'fail');
     const oldPid = await startHello({ HELLO_FAIL_FILE: failFile });
     writeFileSync(failFile, '');
-    const before = notify.messages.length;
-    const err = await controlRequest(control, 'upgrade', { timeoutMs: 20_000 }).catch((e: unknown) => e);
+    const before = world.notify.messages.length;
+    const err = await controlRequest(world.control, 'upgrade', { timeoutMs: 20_000 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(SdHandoffError);
     expect((err as SdHandoffError).code).toBe('SDH_UPGRADE_FAILED');
     expect((err as SdHandoffError).message).toMatch(/the new version \(pid \d+\) exited with status 3 before it was ready/);
     expect((err as SdHandoffError).message).toContain('exists: failing on purpose before ready');
-    expect(readPid(pidFile)).toBe(oldPid);
-    expect((await get(port)).body).toContain(`hello from ${oldPid}`);
+    expect(readPid(world.pidFile)).toBe(oldPid);
+    expect((await get(world.port)).body).toContain(`hello from ${oldPid}`);
     // RELOADING=1 is always answered by READY=1, with a STATUS= saying what failed.
-    const texts = notify.messages.slice(before).map((m) => m.text).filter((t) => !t.startsWith('WATCHDOG'));
+    const texts = world.notify.messages.slice(before).map((m) => m.text).filter((t) => !t.startsWith('WATCHDOG'));
     expect(texts[0]).toMatch(/^RELOADING=1/);
     expect(texts[1]).toMatch(/^READY=1\nSTATUS=upgrade failed: the new version \(pid \d+\) exited with status 3/);
     expect(texts.some((t) => t.startsWith('MAINPID='))).toBe(false);
   }, 30_000);
 
   it('a new version that never becomes ready is killed after upgradeTimeoutMs; a second request meanwhile is refused', async () => {
-    const hangFile = path.join(tmp.dir, 'hang');
+    const hangFile = path.join(world.dir, 'hang');
     const oldPid = await startHello({ HELLO_HANG_FILE: hangFile, UPGRADE_TIMEOUT_MS: '1500' });
     writeFileSync(hangFile, '');
-    const first = controlRequest(control, 'upgrade', { timeoutMs: 20_000 }).catch((e: unknown) => e);
-    await waitFor('the hanging child to start', () => procs.output.includes('never becoming ready'));
-    const hangingPid = Number(/hello-http (\d+): .* never becoming ready/.exec(procs.output)![1]);
-    procs.track(hangingPid);
-    const second = await controlRequest(control, 'upgrade', { timeoutMs: 5000 }).catch((e: unknown) => e);
+    const first = controlRequest(world.control, 'upgrade', { timeoutMs: 20_000 }).catch((e: unknown) => e);
+    await waitFor('the hanging child to start', () => world.procs.output.includes('never becoming ready'));
+    const hangingPid = Number(/hello-http (\d+): .* never becoming ready/.exec(world.procs.output)![1]);
+    world.procs.track(hangingPid);
+    const second = await controlRequest(world.control, 'upgrade', { timeoutMs: 5000 }).catch((e: unknown) => e);
     expect((second as SdHandoffError).code).toBe('SDH_UPGRADE_IN_PROGRESS');
     expect((second as SdHandoffError).message).toContain(`an upgrade is already in progress (new pid ${hangingPid})`);
     const err = (await first) as SdHandoffError;
     expect(err.code).toBe('SDH_UPGRADE_TIMEOUT');
     expect(err.message).toContain(`the new version (pid ${hangingPid}) did not become ready within 1500 ms and was killed`);
     expect(alive(hangingPid)).toBe(false);
-    expect(readPid(pidFile)).toBe(oldPid);
-    expect((await get(port)).body).toContain(`hello from ${oldPid}`);
+    expect(readPid(world.pidFile)).toBe(oldPid);
+    expect((await get(world.port)).body).toContain(`hello from ${oldPid}`);
   }, 30_000);
 
   it('rejects bad options at creation with a clear error', async () => {
@@ -190,6 +159,6 @@ describe('Upgrader with hello-http as a real process', () => {
       expect((err as SdHandoffError).code).toBe('SDH_INVALID_OPTION');
       expect((err as SdHandoffError).message).toBe(message);
     }
-    expect(existsSync(pidFile)).toBe(false);
+    expect(existsSync(world.pidFile)).toBe(false);
   });
 });
