@@ -149,16 +149,25 @@ export function serviceWorld({ pidFile = 'hello.pid', beforeKill }: { pidFile?: 
   return world;
 }
 
-/** A notify socket bound by the test (SO_PASSCRED), recording every datagram with its fds and sender. */
+/**
+ * A notify socket bound by the test (SO_PASSCRED), recording every datagram with its bytes, fds and sender; it also
+ * stands in for journald's socket.
+ */
 export class NotifyRecorder {
-  readonly messages: Array<{ text: string; fds: number[]; pid?: number }> = [];
+  readonly messages: Array<{ text: string; data: Buffer; fds: number[]; pid?: number }> = [];
   readonly fd: number;
   /** A receive error that ended the loop (a test expecting messages then fails with it, instead of timing out). */
   error: unknown;
   #open = true;
   #loop: Promise<void>;
+  #maxBytes: number;
 
-  constructor(readonly path: string) {
+  /** `maxBytes`: the longest datagram received whole (a longer one is cut). */
+  constructor(
+    readonly path: string,
+    { maxBytes = 65536 }: { maxBytes?: number } = {},
+  ) {
+    this.#maxBytes = maxBytes;
     this.fd = native().bindDgram(path, true);
     this.#loop = this.#run();
   }
@@ -167,7 +176,7 @@ export class NotifyRecorder {
     while (this.#open) {
       let r: Received | null;
       try {
-        r = await native().recvDatagram(this.fd, 65536, 300, 100);
+        r = await native().recvDatagram(this.fd, this.#maxBytes, 300, 100);
       } catch (err) {
         this.error = err;
         return;
@@ -177,10 +186,10 @@ export class NotifyRecorder {
       // As systemd does: a barrier is answered by closing the fd it carries, at once.
       if (text === 'BARRIER=1') {
         for (const fd of r.fds) native().close(fd);
-        this.messages.push({ text, fds: [], pid: r.cred?.pid });
+        this.messages.push({ text, data: r.data, fds: [], pid: r.cred?.pid });
         continue;
       }
-      this.messages.push({ text, fds: r.fds, pid: r.cred?.pid });
+      this.messages.push({ text, data: r.data, fds: r.fds, pid: r.cred?.pid });
     }
   }
 

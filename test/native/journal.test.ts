@@ -9,8 +9,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createJournal } from '../../src/journal.js';
-import { native, type Received } from '../../src/native.js';
-import { ROOT, tempDir } from './helpers.js';
+import { native } from '../../src/native.js';
+import { NotifyRecorder, ROOT, tempDir } from './helpers.js';
 
 const CHILD = path.join(ROOT, 'test/fixtures/journal-child.mjs');
 
@@ -37,33 +37,15 @@ function parseEntry(buf: Buffer): Array<[string, string]> {
   return out;
 }
 
-/** A datagram socket standing in for journald: records every datagram with its fds. */
-class FakeJournald {
-  readonly datagrams: Received[] = [];
-  readonly fd: number;
-  #open = true;
-  #loop: Promise<void>;
-
-  constructor(readonly path: string) {
-    this.fd = native().bindDgram(path, true);
-    this.#loop = this.#run();
+/** journald's socket: the recorder with room for large entries, which it decodes (memfds read through /proc). */
+class FakeJournald extends NotifyRecorder {
+  constructor(path: string) {
+    super(path, { maxBytes: 8 * 1024 * 1024 });
   }
 
-  async #run(): Promise<void> {
-    while (this.#open) {
-      let r: Received | null;
-      try {
-        r = await native().recvDatagram(this.fd, 8 * 1024 * 1024, 4, 50);
-      } catch {
-        return;
-      }
-      if (r) this.datagrams.push(r);
-    }
-  }
-
-  /** The entries received, memfds read through /proc. */
   entries(): Array<Record<string, string>> {
-    return this.datagrams.map((d) => {
+    if (this.error) throw this.error;
+    return this.messages.map((d) => {
       const bytes = d.data.length === 0 && d.fds.length === 1 ? readFileSync(`/proc/self/fd/${d.fds[0]}`) : d.data;
       return Object.fromEntries(parseEntry(bytes));
     });
@@ -71,16 +53,9 @@ class FakeJournald {
 
   async waitFor(n: number, timeoutMs = 10_000): Promise<void> {
     const end = Date.now() + timeoutMs;
-    while (this.datagrams.length < n && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    while (this.messages.length < n && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
     // Give a stray extra datagram the chance to show up before callers count.
     await new Promise((r) => setTimeout(r, 50));
-  }
-
-  async close(): Promise<void> {
-    this.#open = false;
-    await this.#loop;
-    for (const d of this.datagrams) for (const fd of d.fds) native().close(fd);
-    native().close(this.fd);
   }
 }
 
@@ -139,19 +114,19 @@ describe('in process, against a real socket', () => {
     await j.flush();
     await journald.waitFor(2);
     await j.close();
-    expect(journald.datagrams).toHaveLength(2);
-    expect(journald.datagrams[0]!.data.equals(Buffer.from('MESSAGE=hello\nPRIORITY=6\nSYSLOG_IDENTIFIER=native-test\nREQUEST_ID=r1\nBYTES=\x00\x01\x02\n', 'latin1'))).toBe(
+    expect(journald.messages).toHaveLength(2);
+    expect(journald.messages[0]!.data.equals(Buffer.from('MESSAGE=hello\nPRIORITY=6\nSYSLOG_IDENTIFIER=native-test\nREQUEST_ID=r1\nBYTES=\x00\x01\x02\n', 'latin1'))).toBe(
       true,
     );
     const len = Buffer.alloc(8);
     len.writeBigUInt64LE(28n); // "line one\nline two\nline three"
     expect(
-      journald.datagrams[1]!.data.equals(
+      journald.messages[1]!.data.equals(
         Buffer.concat([Buffer.from('MESSAGE\n'), len, Buffer.from('line one\nline two\nline three\nPRIORITY=4\nSYSLOG_IDENTIFIER=native-test\n')]),
       ),
     ).toBe(true);
     // Sent with credentials: journald attributes the entry to the sender's pid.
-    expect(journald.datagrams[0]!.cred?.pid).toBe(process.pid);
+    expect(journald.messages[0]!.pid).toBe(process.pid);
   });
 
   it('a 1 MiB message arrives as an empty datagram carrying one sealed memfd holding the entry', async () => {
@@ -161,8 +136,8 @@ describe('in process, against a real socket', () => {
     await j.flush();
     await journald.waitFor(1);
     await j.close();
-    expect(journald.datagrams).toHaveLength(1);
-    const d = journald.datagrams[0]!;
+    expect(journald.messages).toHaveLength(1);
+    const d = journald.messages[0]!;
     expect(d.data.length).toBe(0);
     expect(d.fds).toHaveLength(1);
     const content = readFileSync(`/proc/self/fd/${d.fds[0]}`);
@@ -184,8 +159,8 @@ describe('in process, against a real socket', () => {
     await j.flush();
     await journald.waitFor(1);
     await j.close();
-    expect(journald.datagrams[0]!.data.length).toBeGreaterThan(150_000);
-    expect(journald.datagrams[0]!.fds).toHaveLength(0);
+    expect(journald.messages[0]!.data.length).toBeGreaterThan(150_000);
+    expect(journald.messages[0]!.fds).toHaveLength(0);
   });
 
   it('a full socket (the receiver not reading) queues, and flush() resolves once the receiver catches up', async () => {
@@ -235,7 +210,7 @@ describe('child processes', () => {
     const r = await runChild(['multi'], 'match', sockPath);
     await journald.waitFor(1);
     expect(r.code).toBe(0);
-    expect(journald.datagrams).toHaveLength(1);
+    expect(journald.messages).toHaveLength(1);
     expect(journald.entries()[0]!.MESSAGE).toBe('line one\nline two\nline three');
   });
 
@@ -244,7 +219,7 @@ describe('child processes', () => {
     await journald.waitFor(0);
     expect(r.code).toBe(0);
     expect(r.report?.target).toBe('stderr');
-    expect(journald.datagrams).toHaveLength(0);
+    expect(journald.messages).toHaveLength(0);
     const lines = r.stderr.split('\n');
     expect(lines.slice(0, 4)).toEqual(['<7>d', '<6>i', '<4>w', '<3>Error: boom']);
     expect(lines[4]).toMatch(/^<3> {4}at .*journal-child\.mjs/);
