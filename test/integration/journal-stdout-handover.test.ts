@@ -14,10 +14,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describeEachSuite, scaled, type Container, type JournalEntry } from './lab/index.js';
+import { startJournalUpgrade } from './journal-units.js';
+import { describeEachSuite, type Container, type JournalEntry } from './lab/index.js';
 
-const NODE = '/usr/local/bin/node';
-const UPGRADE = '/project/test/fixtures/journal-upgrade.mjs';
 /** The first systemd whose journald refreshes a stdout stream's credentials per message. */
 const FIXED_IN = 244;
 
@@ -41,19 +40,7 @@ describeEachSuite('journal: stdout stream vs native after an upgrade handover', 
   const tags = { handover: `handover-${run}`, restart: `restart-${run}` };
 
   beforeAll(async () => {
-    await c.installUnit(
-      unit,
-      [
-        '[Service]',
-        'Type=notify',
-        `ExecStart=${NODE} ${UPGRADE}`,
-        `ExecReload=${NODE} /project/dist/cli.js upgrade --timeout ${scaled(30)}`,
-        'RuntimeDirectory=sdh-j-stdout',
-        `Environment=SDH_CONTROL_SOCKET=/run/sdh-j-stdout/control.sock PORT=${port} SDH_TEST_RUN=${run}`,
-        '',
-      ].join('\n'),
-    );
-    await c.systemctl(['start', unit], { check: true, timeoutMs: 60_000 });
+    await startJournalUpgrade(c, unit, port, run);
     oldPid = Number((await c.show(unit, ['MainPID'])).MainPID);
     const r = await c.systemctl(['reload', unit], { timeoutMs: 60_000 });
     if (r.code !== 0) throw new Error(`systemctl reload ${unit} failed: ${r.stderr}`);

@@ -12,12 +12,12 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describeEachSuite, scaled, type Container, type JournalEntry } from './lab/index.js';
+import { startJournalUpgrade } from './journal-units.js';
+import { describeEachSuite, type Container, type JournalEntry } from './lab/index.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const NODE = '/usr/local/bin/node';
 const SERVICE = '/project/test/fixtures/journal-service.mjs';
-const UPGRADE = '/project/test/fixtures/journal-upgrade.mjs';
 
 /** A field as text: journalctl prints values that are not printable UTF-8 as byte arrays. */
 function text(v: JournalEntry[string] | undefined): string | undefined {
@@ -243,19 +243,7 @@ function describeUpgrade(c: Container, newRun: () => string): void {
   };
 
   beforeAll(async () => {
-    await c.installUnit(
-      unit,
-      [
-        '[Service]',
-        'Type=notify',
-        `ExecStart=${NODE} ${UPGRADE}`,
-        `ExecReload=${NODE} /project/dist/cli.js upgrade --timeout ${scaled(30)}`,
-        'RuntimeDirectory=sdh-j-upgrade',
-        `Environment=SDH_CONTROL_SOCKET=/run/sdh-j-upgrade/control.sock PORT=${port} SDH_TEST_RUN=${run}`,
-        '',
-      ].join('\n'),
-    );
-    await c.systemctl(['start', unit], { check: true, timeoutMs: 60_000 });
+    await startJournalUpgrade(c, unit, port, run);
     const s = await c.show(unit, ['MainPID', 'InvocationID']);
     oldPid = Number(s.MainPID);
     invocation = s.InvocationID;
