@@ -4,17 +4,11 @@
  * `stop()` ends it with SIGTERM and returns its counts.
  */
 import { onTestFinished } from 'vitest';
+import type { Counts as LoadCounts } from '../../bench/load.js';
 import { type Container, scaled } from './lab/index.js';
 
-export interface LoadCounts {
-  ok: number;
-  non2xx: number;
-  refused: number;
-  reset: number;
-  timeout: number;
-  other: number;
-  total: number;
-}
+/** The generator's outcome counts: every request ends in exactly one of them. */
+export type { LoadCounts };
 
 export interface LoadOut {
   counts: LoadCounts;
