@@ -81,7 +81,7 @@ Prints "took over: pid NEW in N ms". Exit codes: 0 taken over, 1 the takeover fa
 `;
 
 const RUN_HELP = `Usage: sd-handoff run [--listen ADDR[=NAME]]... [--ready notify|port|delay] [--delay S] [--timeout S]
-                      [--drain S] [--control-socket PATH] -- CMD ARGS...
+                      [--drain S] [--watchdog self|program] [--control-socket PATH] -- CMD ARGS...
 
 Holds the listening sockets and runs CMD (any program: Python, Go, a shell script...) with them the systemd way:
 fds from 3, LISTEN_FDS, LISTEN_FDNAMES, and LISTEN_PID set to CMD's own pid (CMD starts through
@@ -108,6 +108,10 @@ with CMD's status.
   --delay S             for --ready delay (default 1)
   --timeout S           how long a new instance may take to be ready (default 60)
   --drain S             how long an instance told to stop may drain before SIGKILL (default 30)
+  --watchdog WHO        who answers systemd's watchdog (WatchdogSec=) (default self):
+                          self     sd-handoff run pings for itself (a hung CMD goes unnoticed)
+                          program  CMD gets WATCHDOG_USEC and WATCHDOG_PID (its own pid); the serving instance's
+                                   WATCHDOG=1 pings are passed on, none of run's own (needs --ready notify)
   --control-socket PATH the control socket for \`sd-handoff upgrade --socket PATH\` (default $SDH_CONTROL_SOCKET)
   --workers N           not supported yet (the worker pool runs scripts written for its Worker API only)
 
@@ -273,6 +277,7 @@ async function run(args: string[], io: CliIo): Promise<number> {
       timeout: { type: 'string' },
       drain: { type: 'string' },
       workers: { type: 'string' },
+      watchdog: { type: 'string' },
       'control-socket': { type: 'string' },
     },
     RUN_HELP,

@@ -20,8 +20,11 @@
  * current one (bounded by --drain, then SIGKILL) and exits with its status.
  *
  * Reads `LISTEN_*` (unset), `NOTIFY_SOCKET` and `WATCHDOG_*` (for itself), `SDH_CONTROL_SOCKET`. The program gets
- * none of systemd's variables meant for `run`: its `NOTIFY_SOCKET` is the proxy's (`--ready notify` only), and
- * `WATCHDOG_*`, `SDH_CONTROL_SOCKET` are removed.
+ * none of systemd's variables meant for `run`: its `NOTIFY_SOCKET` is the proxy's (`--ready notify` only),
+ * `SDH_CONTROL_SOCKET` is removed, and `WATCHDOG_*` too unless `--watchdog program`: then each instance gets systemd's
+ * `WATCHDOG_USEC` with `WATCHDOG_PID` its own pid (set by the wrapper, as `LISTEN_PID`), `run` does not ping, and the
+ * serving instance's `WATCHDOG=1` is passed on, so systemd's watchdog sees a hung program (WatchdogSec= is armed once
+ * the start-up is complete, so a starting instance need not ping; systemd.service(5)).
  */
 import { spawn as nodeSpawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { unlinkSync } from 'node:fs';
@@ -41,6 +44,8 @@ export { checkRunOptions, parseRunListen, splitCommand, type RunOptions } from '
 
 /** The shell line that sets LISTEN_PID to the program's own pid and execs it with its arguments untouched. */
 export const LISTEN_PID_WRAPPER = 'LISTEN_PID=$$ exec "$0" "$@"';
+/** The same with WATCHDOG_PID (`--watchdog program`): sd_watchdog_enabled(3) checks it against the caller's pid. */
+export const WATCHDOG_PID_WRAPPER = 'LISTEN_PID=$$ WATCHDOG_PID=$$ exec "$0" "$@"';
 
 /** How a process ended. */
 export interface Ending {
@@ -130,6 +135,8 @@ export class Runner {
   #finish!: (e: Ending | number) => void;
   readonly #finished: Promise<Ending | number>;
   readonly #offSignals: Array<() => void> = [];
+  /** `--watchdog program` under a watchdog: systemd's WATCHDOG_USEC, passed to the program; else 0. */
+  #watchdogUsec = 0;
   lastReload: ReloadOutcome | undefined;
 
   constructor(options: RunOptions, world: Partial<RunWorld> = {}) {
@@ -161,6 +168,19 @@ export class Runner {
       return 1;
     }
     w.log(`listening: ${this.#sockets.map((s) => `${describeSocket(s)}=${s.name} (${s.origin})`).join(', ') || 'none'}`);
+    try {
+      const usec = w.notifier.watchdogUsec();
+      if (this.#o.watchdog === 'program') {
+        this.#watchdogUsec = usec;
+        if (usec === 0) w.log('--watchdog program: systemd asked for no watchdog (no WatchdogSec=): nothing to pass on');
+        else w.log(`watchdog: the program gets WATCHDOG_USEC=${usec}; its WATCHDOG=1 pings are passed on, run does not ping`);
+      } else if (usec > 0) {
+        w.log(`watchdog: run pings systemd itself every ${Math.round(usec / 2000)} ms (a hung program goes unnoticed; --watchdog program passes it to the program)`);
+      }
+    } catch (err) {
+      w.log((err as Error).message);
+      return 1;
+    }
     if (this.#o.ready === 'notify') this.#proxy = new NotifyProxy(w.addon, (m) => this.#onNotify(m), (err) => w.log(`notify proxy: ${(err as Error).message}`), w.pid);
     for (const sig of ['SIGTERM', 'SIGINT'] as const) this.#offSignals.push(w.onSignal(sig, () => void this.stop(sig)));
     this.#offSignals.push(
@@ -192,7 +212,10 @@ export class Runner {
       return this.#finished;
     }
     const ms = Math.round(performance.now() - started);
-    w.notifier.ready(`serving: pid ${first.pid} (${this.#o.command}) ready in ${ms} ms`);
+    const status = `serving: pid ${first.pid} (${this.#o.command}) ready in ${ms} ms`;
+    // ready() would also start run's own keep-alive: not when the program answers the watchdog.
+    if (this.#watchdogUsec > 0) w.notifier.send(`READY=1\nSTATUS=${status}`);
+    else w.notifier.ready(status);
     w.log(`pid ${first.pid} ready in ${ms} ms (--ready ${this.#o.ready})`);
     return this.#finished;
   }
@@ -209,6 +232,7 @@ export class Runner {
     env.LISTEN_FDS = String(this.#sockets.length);
     env.LISTEN_FDNAMES = this.#sockets.map((s) => s.name).join(':');
     if (this.#proxy) env.NOTIFY_SOCKET = this.#proxy.address;
+    if (this.#watchdogUsec > 0) env.WATCHDOG_USEC = String(this.#watchdogUsec);
     return env;
   }
 
@@ -216,7 +240,7 @@ export class Runner {
   async #startInstance(): Promise<Instance> {
     const w = this.#w;
     const o = this.#o;
-    const proc = w.spawn('/bin/sh', ['-c', LISTEN_PID_WRAPPER, o.command, ...o.args], {
+    const proc = w.spawn('/bin/sh', ['-c', this.#watchdogUsec > 0 ? WATCHDOG_PID_WRAPPER : LISTEN_PID_WRAPPER, o.command, ...o.args], {
       env: this.#childEnv(),
       stdio: ['inherit', 'inherit', 'inherit', ...this.#sockets.map((s) => s.fd)],
     });
@@ -293,6 +317,14 @@ export class Runner {
       this.#w.log(`pid ${inst.pid} sent MAINPID=: ignored, sd-handoff run stays the main process`);
     }
     if (meaning.ready && inst === this.#starting?.inst) inst.notifyReady?.();
+    // Only the serving instance keeps the service alive: a new one starting cannot cover for a hung one.
+    if (meaning.watchdog && this.#watchdogUsec > 0 && inst === this.#current && !this.#stopping) {
+      try {
+        this.#w.notifier.send(`WATCHDOG=${meaning.watchdog}`);
+      } catch {
+        /* systemd went away */
+      }
+    }
   }
 
   /** The current instance exiting on its own ends `run` (unless a reload is about to replace it). */

@@ -13,7 +13,9 @@
  *   MAINPID=...                  ignored: `run` is and stays the main process (systemd would otherwise supervise
  *                                the program and lose `run`'s reload handling)
  *   RELOADING=1, STOPPING=1      ignored: `run` reports reloads and stops itself
- *   WATCHDOG=1, WATCHDOG=trigger ignored: `run` answers systemd's watchdog for itself (a hung program is not detected)
+ *   WATCHDOG=1, WATCHDOG=trigger with `--watchdog program`: forwarded from the serving instance (or its descendants)
+ *                                only, so a new instance still starting cannot keep a hung one alive; otherwise
+ *                                ignored (`--watchdog self`: `run` pings for itself)
  *   FDSTORE=1 (+ fds)            ignored, the fds closed
  *   BARRIER=1 (+ fd)             answered as systemd does: the fd is closed
  *   anything else                ignored (ERRNO=, EXTEND_TIMEOUT_USEC=, ...)
@@ -31,6 +33,8 @@ export interface NotifyMeaning {
   ready: boolean;
   /** A STATUS= to forward. */
   status?: string;
+  /** WATCHDOG=1 or WATCHDOG=trigger. */
+  watchdog?: '1' | 'trigger';
   /** Assignments ignored, as `KEY=VALUE` (for the log). */
   ignored: string[];
 }
@@ -45,6 +49,7 @@ export function interpretNotify(text: string): NotifyMeaning {
     const value = eq < 0 ? '' : line.slice(eq + 1);
     if (key === 'READY' && value === '1') meaning.ready = true;
     else if (key === 'STATUS') meaning.status = value;
+    else if (key === 'WATCHDOG' && (value === '1' || value === 'trigger')) meaning.watchdog = value;
     else meaning.ignored.push(line);
   }
   return meaning;

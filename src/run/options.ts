@@ -12,6 +12,14 @@ import { parseListen } from '../units.js';
 export type ReadyMode = 'notify' | 'port' | 'delay';
 export const READY_MODES: readonly ReadyMode[] = ['notify', 'port', 'delay'];
 
+/**
+ * Who answers systemd's watchdog (`WatchdogSec=`): `self`, `run` pings for itself (a hung program goes unnoticed);
+ * `program`, the program gets `WATCHDOG_USEC`/`WATCHDOG_PID` and its `WATCHDOG=1` pings reach systemd through the
+ * notify proxy, so a program that stops pinging is what the watchdog sees (needs `--ready notify`).
+ */
+export type WatchdogMode = 'self' | 'program';
+export const WATCHDOG_MODES: readonly WatchdogMode[] = ['self', 'program'];
+
 /** One `--listen` value, as an address to bind or to find among systemd's fds. */
 export type RunListen =
   | { spec: string; name?: string; kind: 'stream'; address: StreamAddress }
@@ -27,6 +35,8 @@ export interface RunOptions {
   timeoutMs: number;
   /** How long a program told to stop may drain before it is killed. */
   drainMs: number;
+  /** Who answers systemd's watchdog (default `self`). */
+  watchdog?: WatchdogMode;
   /** The control socket `sd-handoff upgrade` talks to (`--control-socket`, else `$SDH_CONTROL_SOCKET`). */
   controlSocket?: string;
   command: string;
@@ -41,6 +51,7 @@ export interface RunValues {
   timeout?: string;
   drain?: string;
   workers?: string;
+  watchdog?: string;
   'control-socket'?: string;
 }
 
@@ -100,6 +111,11 @@ export function checkRunOptions(values: RunValues, command: string[], env: NodeJ
   const ready = (values.ready ?? 'port') as ReadyMode;
   if (!READY_MODES.includes(ready)) throw invalid('ready', values.ready, `--ready must be one of ${READY_MODES.join(', ')}, got ${show(values.ready)}`);
   if (values.delay !== undefined && ready !== 'delay') throw invalid('delay', values.delay, `--delay is for --ready delay (this is --ready ${ready})`);
+  const watchdog = (values.watchdog ?? 'self') as WatchdogMode;
+  if (!WATCHDOG_MODES.includes(watchdog)) throw invalid('watchdog', values.watchdog, `--watchdog must be one of ${WATCHDOG_MODES.join(', ')}, got ${show(values.watchdog)}`);
+  if (watchdog === 'program' && ready !== 'notify') {
+    throw invalid('watchdog', watchdog, `--watchdog program needs --ready notify: the program's WATCHDOG=1 pings reach systemd through the notify socket run gives it (this is --ready ${ready})`);
+  }
   if (ready === 'port' && listen.length > 0 && !listen.some(isTcp)) {
     throw invalid('ready', ready, `--ready port probes a TCP listener and none of --listen ${listen.map((l) => l.spec).join(', ')} is TCP: use --ready notify or --ready delay`);
   }
@@ -124,6 +140,7 @@ export function checkRunOptions(values: RunValues, command: string[], env: NodeJ
     delayMs: seconds('delay', values.delay, RUN_DEFAULTS.delayS),
     timeoutMs: seconds('timeout', values.timeout, RUN_DEFAULTS.timeoutS),
     drainMs: seconds('drain', values.drain, RUN_DEFAULTS.drainS),
+    watchdog,
     ...(controlSocket !== undefined ? { controlSocket } : {}),
     command: command[0]!,
     args: command.slice(1),

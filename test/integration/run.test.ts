@@ -115,4 +115,55 @@ describeEachSuite('sd-handoff run', (c) => {
     expect(s).toEqual({ ActiveState: 'inactive', Result: 'success' });
     expect((await c.exec(['kill', '-0', String(pid)])).code).not.toBe(0);
   }, scaled(60_000));
+
+  it('--watchdog program: the program\'s pings keep WatchdogSec= satisfied across a reload; a program that stops pinging is killed by the watchdog and restarted', async () => {
+    const unit = 'sdh-run-wd.service';
+    const hang = '/run/sdh-run-wd-hang';
+    const url = 'http://127.0.0.1:8096/';
+    const watchdogSec = Math.max(2, Math.round(scaled(2000) / 1000));
+    const servedHere = async () => Number((await c.exec(['curl', '-sf', url], { check: true })).stdout.trim());
+    const state = async () => {
+      const p = await c.show(unit, ['MainPID', 'ActiveState', 'NRestarts']);
+      return { mainPid: Number(p.MainPID), active: p.ActiveState, restarts: Number(p.NRestarts) };
+    };
+    await c.exec(['rm', '-f', hang]);
+    await c.installUnit(
+      unit,
+      `[Service]\nType=notify\nRuntimeDirectory=sdh-run-wd\n` +
+        `ExecStart=${CLI} run --listen 127.0.0.1:8096=http --ready notify --watchdog program --timeout ${scaled(10)} --drain 10 --control-socket /run/sdh-run-wd/control.sock -- /usr/bin/python3 /project/test/fixtures/listen_http.py --hang-if-exists ${hang}\n` +
+        `ExecReload=${CLI} upgrade --socket /run/sdh-run-wd/control.sock --timeout ${scaled(30)}\n` +
+        `WatchdogSec=${watchdogSec}\nRestart=on-failure\nRestartSec=200ms\nLimitCORE=0\nTimeoutStopSec=${scaled(20)}\n`,
+    );
+    try {
+      await c.systemctl(['start', unit], { check: true, timeoutMs: 60_000 });
+      const first = await state();
+      const pid = await servedHere();
+      // Twice the watchdog's limit: run does not ping (it says so), the program does, nothing is restarted.
+      await new Promise((r) => setTimeout(r, 2 * watchdogSec * 1000));
+      expect(await state()).toEqual({ ...first, active: 'active', restarts: 0 });
+      expect((await c.journal(unit)).map((e) => String(e.MESSAGE))).toContain(
+        `sd-handoff run: watchdog: the program gets WATCHDOG_USEC=${watchdogSec * 1_000_000}; its WATCHDOG=1 pings are passed on, run does not ping`,
+      );
+      // After a reload the new instance's pings count.
+      expect((await c.systemctl(['reload', unit], { timeoutMs: 60_000 })).code).toBe(0);
+      const next = await servedHere();
+      expect(next).not.toBe(pid);
+      await new Promise((r) => setTimeout(r, 2 * watchdogSec * 1000));
+      expect(await state()).toEqual({ ...first, active: 'active', restarts: 0 });
+      // The serving program stops pinging (it still answers HTTP): systemd's watchdog ends the service, Restart= brings it back.
+      await c.exec(['touch', hang], { check: true });
+      const back = await c.waitFor(async () => {
+        const s = await state();
+        return s.restarts === 1 && s.active === 'active' ? s : undefined;
+      }, 4 * watchdogSec * 1000 + 20_000, { what: 'a restart by the watchdog' });
+      expect(back.mainPid).not.toBe(first.mainPid);
+      const log = (await c.journal(unit)).map((e) => String(e.MESSAGE)).join('\n');
+      expect(log).toContain(`listen_http ${next}: ${hang} exists: no more watchdog pings`);
+      expect(log).toMatch(/Watchdog timeout/);
+      expect(await servedHere()).not.toBe(next);
+    } finally {
+      await c.exec(['rm', '-f', hang]);
+      await c.removeUnit(unit);
+    }
+  }, scaled(120_000));
 });

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { EXIT, main, type CliIo } from '../../src/cli.js';
 import type { NativeAddon, Received } from '../../src/native.js';
 import { Notifier } from '../../src/notify.js';
-import { Runner, exitStatus, LISTEN_PID_WRAPPER, type RunWorld } from '../../src/run.js';
+import { Runner, exitStatus, LISTEN_PID_WRAPPER, WATCHDOG_PID_WRAPPER, type RunWorld } from '../../src/run.js';
 import { interpretNotify, ownerOf } from '../../src/run/notify-proxy.js';
 import { checkRunOptions, parseRunListen, splitCommand } from '../../src/run/options.js';
 import { acceptedInode, probeHost } from '../../src/run/ready-port.js';
@@ -38,6 +38,7 @@ describe('sd-handoff run: usage', () => {
     [['run', '--ready', 'notify', '--delay', '2', '--', 'x'], '--delay is for --ready delay (this is --ready notify)'],
     [['run', '--ready', 'delay', '--delay', '0', '--', 'x'], '--delay must be a positive number of seconds, got "0"'],
     [['run', '--timeout', 'soon', '--', 'x'], '--timeout must be a positive number of seconds, got "soon"'],
+    [['run', '--watchdog', 'program', '--', 'x'], "--watchdog program needs --ready notify: the program's WATCHDOG=1 pings reach systemd through the notify socket run gives it (this is --ready port)"],
     [['run', '--drain', '', '--', 'x'], '--drain must be a positive number of seconds, got ""'],
     [['run', '--listen', 'localhost:80', '--', 'x'], '--listen "localhost:80": "localhost" is not an IPv4 address'],
     [['run', '--listen', '70000', '--', 'x'], '--listen "70000": port "70000" is not 1-65535'],
@@ -69,6 +70,20 @@ describe('sd-handoff run: usage', () => {
     expect(checkRunOptions({ ready: 'delay', delay: '0.25', timeout: '5', drain: '2.5' }, ['p'])).toMatchObject({ delayMs: 250, timeoutMs: 5000, drainMs: 2500 });
     expect(checkRunOptions({ 'control-socket': '/c' }, ['p'], { SDH_CONTROL_SOCKET: '/env' }).controlSocket).toBe('/c');
     expect(LISTEN_PID_WRAPPER).toBe('LISTEN_PID=$$ exec "$0" "$@"');
+  });
+
+  it('--watchdog: self by default; program only with --ready notify; anything else names the value', () => {
+    expect(checkRunOptions({}, ['p']).watchdog).toBe('self');
+    expect(checkRunOptions({ ready: 'notify', watchdog: 'program' }, ['p']).watchdog).toBe('program');
+    expect(() => checkRunOptions({ watchdog: 'often' }, ['p'])).toThrow('--watchdog must be one of self, program, got "often"');
+    expect(() => checkRunOptions({ watchdog: 'program', ready: 'port' }, ['p'])).toThrow(
+      "--watchdog program needs --ready notify: the program's WATCHDOG=1 pings reach systemd through the notify socket run gives it (this is --ready port)",
+    );
+    try {
+      checkRunOptions({ watchdog: 'often' }, ['p']);
+    } catch (e) {
+      expect(e).toMatchObject({ code: 'SDH_INVALID_OPTION', option: 'watchdog', value: 'often' });
+    }
   });
 });
 
@@ -128,7 +143,9 @@ describe('sd-handoff run: the notify proxy reads messages', () => {
     ['MAINPID=4242\nREADY=1', { ready: true, ignored: ['MAINPID=4242'] }],
     ['RELOADING=1\nMONOTONIC_USEC=123', { ready: false, ignored: ['RELOADING=1', 'MONOTONIC_USEC=123'] }],
     ['READY=0', { ready: false, ignored: ['READY=0'] }],
-    ['WATCHDOG=1\nSTOPPING=1\nFDSTORE=1\nFDNAME=x\n', { ready: false, ignored: ['WATCHDOG=1', 'STOPPING=1', 'FDSTORE=1', 'FDNAME=x'] }],
+    ['WATCHDOG=1\nSTOPPING=1\nFDSTORE=1\nFDNAME=x\n', { ready: false, watchdog: '1', ignored: ['STOPPING=1', 'FDSTORE=1', 'FDNAME=x'] }],
+    ['WATCHDOG=trigger', { ready: false, watchdog: 'trigger', ignored: [] }],
+    ['WATCHDOG=2\nWATCHDOG_USEC=5000000', { ready: false, ignored: ['WATCHDOG=2', 'WATCHDOG_USEC=5000000'] }],
     ['BARRIER=1', { ready: false, ignored: ['BARRIER=1'] }],
   ])('%j', (text, meaning) => {
     expect(interpretNotify(text)).toEqual(meaning);
@@ -171,7 +188,7 @@ class FakeChild extends EventEmitter {
 }
 
 /** A fake world: children, a notify socket fed by the test, systemd's messages recorded. */
-function fakeWorld() {
+function fakeWorld(systemdEnv: NodeJS.ProcessEnv = {}) {
   const children: FakeChild[] = [];
   const inbox: Received[] = [];
   const sent: string[] = [];
@@ -193,7 +210,7 @@ function fakeWorld() {
     env: {},
     pid: 77,
     addon,
-    notifier: new Notifier({ env: { NOTIFY_SOCKET: '/run/systemd/notify' }, addon: () => addon, monotonicUsec: () => 5n }),
+    notifier: new Notifier({ env: { NOTIFY_SOCKET: '/run/systemd/notify', ...systemdEnv }, pid: 77, addon: () => addon, monotonicUsec: () => 5n }),
     spawn: ((command: string, args: string[], options: { env: NodeJS.ProcessEnv }) => {
       const c = new FakeChild(options.env, [command, ...args]);
       children.push(c);
@@ -295,3 +312,84 @@ describe('sd-handoff run: the supervisor with fakes (--ready notify)', () => {
     expect(f.logs.at(-1)).toMatch(/^the program did not start: the program \(pid \d+\) was not ready within 50 ms \(--ready notify\) and was killed$/);
   });
 });
+
+describe('sd-handoff run: systemd\'s watchdog (WatchdogSec=)', () => {
+  const options = { listen: [], ready: 'notify' as const, delayMs: 1000, timeoutMs: 2000, drainMs: 500, command: 'python3', args: ['app.py'] };
+  // 40 ms: run's own keep-alive would ping every 20 ms.
+  const watched = { WATCHDOG_USEC: '40000', WATCHDOG_PID: '77' };
+  const pings = (sent: string[]) => sent.filter((s) => s.startsWith('WATCHDOG=')).length;
+  const ready = async (f: ReturnType<typeof fakeWorld>, runner: Runner) => {
+    await f.until('the first instance', () => f.children.length === 1);
+    f.from(f.children[0]!, 'READY=1');
+    await f.until('ready', () => runner.pid === f.children[0]!.pid && f.sent.some((s) => s.startsWith('READY=1')));
+    return f.children[0]!;
+  };
+
+  it('--watchdog self: run pings for itself; the program gets no WATCHDOG_* and its pings are not passed on', async () => {
+    const f = fakeWorld(watched);
+    const runner = new Runner({ ...options, watchdog: 'self' }, f.world);
+    const done = runner.run();
+    const a = await ready(f, runner);
+    expect(a.argv[2]).toBe(LISTEN_PID_WRAPPER);
+    expect(a.env.WATCHDOG_USEC).toBeUndefined();
+    expect(a.env.WATCHDOG_PID).toBeUndefined();
+    await f.until('run\'s own pings', () => pings(f.sent) >= 2);
+    expect(f.logs).toContain('watchdog: run pings systemd itself every 20 ms (a hung program goes unnoticed; --watchdog program passes it to the program)');
+    f.handlers.get('SIGTERM')!();
+    await done;
+  });
+
+  it('--watchdog program: the serving instance\'s pings reach systemd, run sends none of its own, a starting instance cannot cover for the serving one', async () => {
+    const f = fakeWorld(watched);
+    const runner = new Runner({ ...options, watchdog: 'program' }, f.world);
+    const done = runner.run();
+    const a = await ready(f, runner);
+    expect(a.argv[2]).toBe(WATCHDOG_PID_WRAPPER);
+    expect(WATCHDOG_PID_WRAPPER).toBe('LISTEN_PID=$$ WATCHDOG_PID=$$ exec "$0" "$@"');
+    expect(a.env.WATCHDOG_USEC).toBe('40000');
+    // Five of run's own intervals: nothing pinged but the program.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(pings(f.sent)).toBe(0);
+    f.from(a, 'WATCHDOG=1');
+    f.from(a, 'WATCHDOG=trigger');
+    await f.until('the pings passed on', () => pings(f.sent) === 2);
+    expect(f.sent.filter((s) => s.startsWith('WATCHDOG='))).toEqual(['WATCHDOG=1', 'WATCHDOG=trigger']);
+
+    const reload = runner.reload();
+    await f.until('the second instance', () => f.children.length === 2);
+    const b = f.children[1]!;
+    expect(b.env.WATCHDOG_USEC).toBe('40000');
+    f.from(b, 'WATCHDOG=1'); // still starting: not passed on
+    f.from(a, 'WATCHDOG=1'); // still serving: passed on
+    await f.until('the serving instance\'s ping', () => pings(f.sent) === 3);
+    f.from(b, 'READY=1');
+    await reload;
+    f.from(a, 'WATCHDOG=1'); // replaced, draining: not passed on
+    f.from(b, 'WATCHDOG=1');
+    await f.until('the new serving instance\'s ping', () => pings(f.sent) === 4);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(pings(f.sent)).toBe(4);
+    f.handlers.get('SIGTERM')!();
+    await done;
+  });
+
+  it('--watchdog program without WatchdogSec=: says so; the program gets no WATCHDOG_*', async () => {
+    const f = fakeWorld();
+    const runner = new Runner({ ...options, watchdog: 'program' }, f.world);
+    const done = runner.run();
+    const a = await ready(f, runner);
+    expect(a.argv[2]).toBe(LISTEN_PID_WRAPPER);
+    expect(a.env.WATCHDOG_USEC).toBeUndefined();
+    expect(f.logs).toContain('--watchdog program: systemd asked for no watchdog (no WatchdogSec=): nothing to pass on');
+    f.handlers.get('SIGTERM')!();
+    await done;
+  });
+
+  it('a malformed WATCHDOG_USEC: run says which variable and value, exits 1, starts nothing', async () => {
+    const f = fakeWorld({ WATCHDOG_USEC: 'soon' });
+    expect(await new Runner({ ...options, watchdog: 'program' }, f.world).run()).toBe(1);
+    expect(f.children).toEqual([]);
+    expect(f.logs.at(-1)).toBe('WATCHDOG_USEC="soon" is not a positive integer');
+  });
+});
+
