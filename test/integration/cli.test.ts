@@ -142,7 +142,7 @@ describeEachSuite('sd-handoff CLI', (c) => {
       out.newPid = (await sd.getUnit('sdh-cli-job.service')).mainPid !== pid1;
       out.stop = (await sd.stop('sdh-cli-job.service')).result;
       out.after = (await sd.getUnit('sdh-cli-job.service')).activeState;
-      await pause(200);
+      await new Promise((r) => setTimeout(r, ${scaled(200)}));
       await off();
       out.changes = changes;
       try { await sd.start('sdh-cli-bad.service'); } catch (e) { out.bad = [e.code, e.result, e.message]; }
