@@ -5,7 +5,7 @@
  *   sd-handoff upgrade [--socket PATH | --pid PID] [--timeout S] [--json]
  *   sd-handoff reload UNIT [--timeout S] [--bus ADDRESS] [--json]
  *   sd-handoff status UNIT [--bus ADDRESS] [--json]
- *   sd-handoff units render --name N --exec CMD --listen ADDR... [options]
+ *   sd-handoff units render --name N [--run] --exec CMD --listen ADDR... [options]
  *   sd-handoff takeover [--socket PATH] [--timeout S] [--json] -- CMD ARGS...
  *   sd-handoff run [--listen ADDR[=NAME]]... [--ready notify|port|delay] [options] -- CMD ARGS...
  *
@@ -37,8 +37,9 @@ Usage:
       Reload a unit through systemd (D-Bus) and wait for the job; say which pid took over, or why it failed.
   sd-handoff status UNIT [--bus ADDRESS] [--json]
       Main pid, state, status text, fd store, socket units and their addresses, and the last upgrade's result.
-  sd-handoff units render --name N --exec CMD --listen ADDR... [options]
-      Write N.service and N.socket for a service run by sd-handoff, checked by \`systemd-analyze verify\`.
+  sd-handoff units render --name N [--run] --exec CMD --listen ADDR... [options]
+      Write N.service and N.socket for a service run by sd-handoff, checked by \`systemd-analyze verify\`;
+      with --run, for any program run by \`sd-handoff run\`.
   sd-handoff takeover [--socket PATH] [--timeout S] [--json] -- CMD ARGS...
       Start CMD (an sd-handoff service) so that it takes every listener over from the running instance, wait
       until it has, and exit non-zero if it failed (the running instance then keeps serving).
@@ -151,18 +152,23 @@ Exit codes: 0 shown (whatever the unit's state), 2 bad usage, 3 the system bus c
 4 no such unit.
 `;
 
-const UNITS_HELP = `Usage: sd-handoff units render --name N --exec CMD --listen ADDR... [options]
+const UNITS_HELP = `Usage: sd-handoff units render --name N [--run] --exec CMD --listen ADDR... [options]
 
 Writes N.service and N.socket for a Node.js service upgraded by sd-handoff (from the templates in units/), and
 checks them with \`systemd-analyze verify\` when it is installed: any warning fails and nothing is written.
+With --run, the service is any program that reads LISTEN_FDS (Python, Go...), run by \`sd-handoff run\`:
+ExecStart=SDH run --ready MODE -- CMD, where run stays the main process (no PIDFile=) and reloads by starting a
+new instance of CMD with the same sockets.
 
   --name N              unit name: N.service, N.socket
-  --exec CMD            the ExecStart= command line (absolute path of node and the script)
+  --exec CMD            the ExecStart= command line (absolute path of node and the script); with --run the
+                        program's command line, written after \`run --\` as given (no ExecStart= prefix such as -)
   --listen ADDR         repeatable: PORT, HOST:PORT, [V6]:PORT, /path (unix), @abstract, udp:HOST:PORT, each
                         optionally followed by =NAME, the fd name the service asks for (default N). One socket
                         unit per fd name: several names give N-NAME.socket each (systemd has one
                         FileDescriptorName= per socket unit)
-  --description TEXT    Description= (default "N (Node.js, upgraded by sd-handoff)")
+  --description TEXT    Description= (default "N (Node.js, upgraded by sd-handoff)"; with --run
+                        "N (run by sd-handoff run)")
   --type T              notify (default: ExecReload= runs \`sd-handoff upgrade\`, so a failed upgrade fails the
                         reload) or notify-reload (systemd >= 253: SIGHUP; the reload cannot fail)
   --user U, --group G   User=, Group= (without --group systemd uses U's primary group)
@@ -171,9 +177,20 @@ checks them with \`systemd-analyze verify\` when it is installed: any warning fa
   --watchdog S          WatchdogSec=S
   --upgrade-timeout S   ExecReload='s \`sd-handoff upgrade --timeout S\` (default 90; TimeoutStartSec= is S+30)
   --stop-timeout S      TimeoutStopSec= (default 45, longer than the 30 s default drain)
-  --sd-handoff CMD      how ExecReload= runs this CLI (default: this node and this package's dist/cli.js)
+  --sd-handoff CMD      how ExecReload= (and with --run ExecStart=) runs this CLI (default: this node and this
+                        package's dist/cli.js)
   --template            render the template unit N@.service (units/instance@.service.in) and N@.socket; %i may
                         appear in --exec and --listen
+  --run                 start --exec under \`sd-handoff run\`, which hands the program every listener of the
+                        socket units with its name (LISTEN_FDS, LISTEN_FDNAMES). Not with --workers, --fdstore or
+                        --type notify-reload (run has none of them); --upgrade-timeout must be above 60 (how long
+                        run waits for a new instance to be ready)
+  --ready MODE          with --run: when a new instance is ready, run's --ready (default port):
+                        notify (it sends READY=1), port (it accepted a probe on the first TCP listener),
+                        delay (it still runs 1 s after it started)
+  --run-watchdog WHO    with --run: who answers WatchdogSec=, run's --watchdog (--watchdog is WatchdogSec=
+                        here): self (default; run pings, a hung program goes unnoticed) or program (it gets
+                        WATCHDOG_USEC; needs --ready notify and --watchdog S)
   --out DIR             where to write (default .; created if missing)
   --dry-run             print the units instead of writing them (still verified)
   --no-verify           skip systemd-analyze verify
@@ -594,6 +611,9 @@ async function unitsRender(args: string[], io: CliIo): Promise<number> {
       'stop-timeout': { type: 'string' },
       'sd-handoff': { type: 'string' },
       template: { type: 'boolean', default: false },
+      run: { type: 'boolean', default: false },
+      ready: { type: 'string' },
+      'run-watchdog': { type: 'string' },
       out: { type: 'string', default: '.' },
       'dry-run': { type: 'boolean', default: false },
       'no-verify': { type: 'boolean', default: false },
@@ -621,6 +641,10 @@ async function unitsRender(args: string[], io: CliIo): Promise<number> {
     listen: values.listen,
     fdstore: values.fdstore,
     template: values.template,
+    run: values.run,
+    // --ready and --run-watchdog are checked by renderUnits (with --run only; the message names the value).
+    ...(values.ready !== undefined ? { ready: values.ready as NonNullable<RenderOptions['ready']> } : {}),
+    ...(values['run-watchdog'] !== undefined ? { runWatchdog: values['run-watchdog'] as NonNullable<RenderOptions['runWatchdog']> } : {}),
     ...(values.description !== undefined ? { description: values.description } : {}),
     ...(values.type !== undefined ? { type: values.type as 'notify' | 'notify-reload' } : {}),
     ...(values.user !== undefined ? { user: values.user } : {}),

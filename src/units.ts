@@ -1,6 +1,9 @@
 /**
  * Renders the unit-file templates in `units/` (service.in, socket.in, instance@.service.in) for a service run by
- * sd-handoff, and checks the result with `systemd-analyze verify`.
+ * sd-handoff, and checks the result with `systemd-analyze verify`. Two kinds of service: a Node.js service using the
+ * Upgrader (the default: ExecStart= is the command itself, PIDFile= follows the handover), or, with `run`, any
+ * program that reads LISTEN_FDS, started by `sd-handoff run` (ExecStart= is `SDH run ... -- COMMAND`; MainPID is
+ * `run` for good, so no PIDFile=). The templates hold both (`@if RUN@` / `@if !RUN@`).
  *
  * Template syntax, kept small on purpose: `@KEY@` is replaced by a value (never re-scanned); a line holding a list
  * value is written once per element (and dropped for an empty list); `@if KEY@` / `@if !KEY@` ... `@end@` keep or
@@ -56,7 +59,27 @@ export interface RenderOptions {
   sdHandoff?: string;
   /** Render the template-unit form NAME@.service (units/instance@.service.in). */
   template?: boolean;
+  /**
+   * Any program that reads LISTEN_FDS, run by `sd-handoff run`: ExecStart= is `SDH run --ready MODE -- EXEC`. Not with
+   * `workers`, `fdstore` or type `notify-reload` (run implements none of them).
+   */
+  run?: boolean;
+  /** With `run`: when a new instance counts as ready, run's `--ready` (default `port`, run's default). */
+  ready?: RunReady;
+  /** With `run`: who answers WatchdogSec=, run's `--watchdog` (default `self`; `program` needs `ready: 'notify'` and `watchdog`). */
+  runWatchdog?: 'self' | 'program';
 }
+
+/** `sd-handoff run --ready` modes (the same list as run's own, src/run/options.ts). */
+export type RunReady = 'notify' | 'port' | 'delay';
+const RUN_READY: readonly RunReady[] = ['notify', 'port', 'delay'];
+/**
+ * `sd-handoff run`'s defaults for what the rendered ExecStart= leaves out (--delay, --timeout, --drain): the template
+ * comments state them, and ExecReload='s upgrade must wait longer than `timeoutS`, or a reload that run still completes
+ * would be reported failed. The same values as RUN_DEFAULTS in src/run/options.ts (a unit test keeps them equal; not
+ * imported, as run/options.ts imports this module).
+ */
+export const RUN_UNIT_DEFAULTS = { delayS: 1, timeoutS: 60, drainS: 30 } as const;
 
 /** One rendered file. */
 export interface RenderedUnit {
@@ -167,6 +190,49 @@ function positive(value: number | undefined, option: string): void {
   if (value !== undefined && !(Number.isFinite(value) && value > 0)) throw sdError('SDH_INVALID_OPTION', `--${option} must be a positive number, got ${show(value)}`, { option, value });
 }
 
+/** The checks of `run` mode: what run does not implement, and run's own rules, refused here rather than at start. */
+function checkRun(o: RenderOptions): void {
+  const invalid = (option: string, value: unknown, message: string) => sdError('SDH_INVALID_OPTION', message, { option, value });
+  // systemd reads its prefixes (-, @, :, +, !, |) at the start of ExecStart= only: after `run --` they would be part
+  // of the program's name.
+  const prefix = /^\s*([-@:+!|]+)/.exec(o.exec);
+  if (prefix) {
+    throw invalid('exec', o.exec, `--exec ${show(o.exec)} starts with the ExecStart= prefix ${show(prefix[1])}: with --run the command line follows \`sd-handoff run --\`, where systemd reads no prefix; drop it`);
+  }
+  if (o.workers !== undefined) throw invalid('workers', o.workers, `--workers ${show(o.workers)} does not apply to --run: sd-handoff run starts one instance of the program (its --workers is refused for now; docs/cli.md)`);
+  if (o.fdstore) throw invalid('fdstore', true, '--fdstore does not apply to --run: sd-handoff run keeps no fds in systemd\'s fd store (the socket units keep the listeners across restarts)');
+  if (o.type === 'notify-reload') {
+    throw invalid('type', o.type, '--type "notify-reload" does not apply to --run: sd-handoff run reloads through ExecReload= (`sd-handoff upgrade`) under Type=notify, which fails the reload honestly');
+  }
+  if (o.ready !== undefined && !RUN_READY.includes(o.ready)) throw invalid('ready', o.ready, `--ready must be one of ${RUN_READY.join(', ')}, got ${show(o.ready)}`);
+  if (o.runWatchdog !== undefined && o.runWatchdog !== 'self' && o.runWatchdog !== 'program') {
+    throw invalid('run-watchdog', o.runWatchdog, `--run-watchdog must be self or program, got ${show(o.runWatchdog)}`);
+  }
+  const ready = o.ready ?? 'port';
+  if (o.runWatchdog === 'program') {
+    if (ready !== 'notify') {
+      throw invalid('run-watchdog', o.runWatchdog, `--run-watchdog "program" needs --ready notify: the program's WATCHDOG=1 pings reach systemd through the notify socket sd-handoff run gives it (this is --ready ${ready})`);
+    }
+    if (o.watchdog === undefined) throw invalid('run-watchdog', o.runWatchdog, '--run-watchdog "program" needs --watchdog S (WatchdogSec=): without it systemd asks for no watchdog and there is nothing to hand to the program');
+  }
+  if (ready === 'port') {
+    const tcp = o.listen.some((l) => {
+      const a = parseListen(l, o.template);
+      return a.directive === 'ListenStream' && !a.address.startsWith('/') && !a.address.startsWith('@');
+    });
+    if (!tcp) throw invalid('ready', ready, `--ready "port"${o.ready === undefined ? ' (the default)' : ''} probes a TCP listener and none of --listen ${o.listen.join(', ')} is TCP: use --ready notify or --ready delay`);
+  }
+  const { timeoutS } = RUN_UNIT_DEFAULTS;
+  if (o.upgradeTimeout !== undefined && o.upgradeTimeout <= timeoutS) {
+    throw invalid(
+      'upgrade-timeout',
+      o.upgradeTimeout,
+      `--upgrade-timeout ${show(o.upgradeTimeout)} must be more than ${timeoutS} with --run: sd-handoff run gives a new instance ${timeoutS} s to be ready, ` +
+        'and `sd-handoff upgrade` in ExecReload= must wait for its answer, or a reload that still completes would be reported failed',
+    );
+  }
+}
+
 /** Renders NAME.service and its socket unit(s). Throws SDH_INVALID_OPTION naming the option for bad input. */
 export function renderUnits(o: RenderOptions, load: (file: string) => string = (f) => readFileSync(path.join(TEMPLATE_DIR, f), 'utf8')): RenderedUnit[] {
   if (!o.name || !UNIT_PREFIX.test(o.name) || o.name.length > 200) {
@@ -183,6 +249,12 @@ export function renderUnits(o: RenderOptions, load: (file: string) => string = (
   for (const [opt, v] of [['user', o.user], ['group', o.group]] as const) {
     if (v !== undefined && !/^[A-Za-z_][A-Za-z0-9_.\-]{0,31}\$?$|^\d+$/.test(v)) throw sdError('SDH_INVALID_OPTION', `--${opt} ${show(v)} is not a user/group name or id`, { option: opt, value: v });
   }
+  if (o.run) checkRun(o);
+  else {
+    for (const [opt, v] of [['ready', o.ready], ['run-watchdog', o.runWatchdog]] as const) {
+      if (v !== undefined) throw sdError('SDH_INVALID_OPTION', `--${opt} ${show(v)} is for --run (an option of sd-handoff run; a Node.js service using the Upgrader reports ready and answers the watchdog itself)`, { option: opt, value: v });
+    }
+  }
 
   const listeners = o.listen.map((l) => parseListen(l, o.template));
   // One socket unit per distinct fd name: systemd has one FileDescriptorName= per socket unit.
@@ -192,7 +264,8 @@ export function renderUnits(o: RenderOptions, load: (file: string) => string = (
   const socketFile = (fdName: string) => (names.length === 1 ? `${o.name}${inst}.socket` : `${o.name}-${fdName}${inst}.socket`);
   const socketRef = (fdName: string) => socketFile(fdName).replace(/@\.socket$/, '@%i.socket');
   const upgradeTimeout = o.upgradeTimeout ?? 90;
-  const description = o.description ?? `${o.name} (Node.js, upgraded by sd-handoff)`;
+  const ready = o.ready ?? 'port';
+  const description = o.description ?? (o.run ? `${o.name} (run by sd-handoff run)` : `${o.name} (Node.js, upgraded by sd-handoff)`);
   if (/[\n\r]/.test(description)) throw sdError('SDH_INVALID_OPTION', '--description holds a line break', { option: 'description' });
   const fmt = (s: number) => String(Math.round(s * 1000) / 1000);
   const common = { NAME: o.name, DESCRIPTION: description };
@@ -215,12 +288,21 @@ export function renderUnits(o: RenderOptions, load: (file: string) => string = (
     WORKERS: o.workers === undefined ? false : String(o.workers),
     USER: o.user ?? false,
     GROUP: o.group ?? false,
+    RUN: Boolean(o.run),
+    RUN_OPTIONS: `--ready ${ready}${o.runWatchdog === 'program' ? ' --watchdog program' : ''}`,
+    READY_NOTIFY: ready === 'notify',
+    READY_PORT: ready === 'port',
+    READY_DELAY: ready === 'delay',
+    WATCHDOG_PROGRAM: o.runWatchdog === 'program',
+    RUN_DELAY: String(RUN_UNIT_DEFAULTS.delayS),
+    RUN_TIMEOUT: String(RUN_UNIT_DEFAULTS.timeoutS),
+    RUN_DRAIN: String(RUN_UNIT_DEFAULTS.drainS),
   };
   const units: RenderedUnit[] = [{ file: o.template ? `${o.name}@.service` : service, text: renderTemplate(load(serviceTemplate), vars, load, serviceTemplate) }];
   for (const fdName of names) {
     const file = socketFile(fdName);
     const listen = listeners.filter((l) => (l.name ?? o.name) === fdName).map((l) => `${l.directive}=${l.address}`);
-    units.push({ file, text: renderTemplate(load('socket.in'), { ...common, SOCKET: file, FDNAME: fdName, LISTEN: listen, SERVICE: service }, load, 'socket.in') });
+    units.push({ file, text: renderTemplate(load('socket.in'), { ...common, SOCKET: file, FDNAME: fdName, LISTEN: listen, SERVICE: service, RUN: Boolean(o.run) }, load, 'socket.in') });
   }
   return units;
 }

@@ -1,11 +1,13 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { parseArgs } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EXIT, main, type CliIo, type JournalLines } from '../../src/cli.js';
 import { Systemd } from '../../src/dbus.js';
 import { sdError } from '../../src/errors.js';
-import type { RenderedUnit, VerifyResult } from '../../src/units.js';
+import { checkRunOptions, RUN_DEFAULTS, splitCommand } from '../../src/run/options.js';
+import { renderUnits, RUN_UNIT_DEFAULTS, type RenderedUnit, type VerifyResult } from '../../src/units.js';
 import { FakeBus } from './fake-bus.js';
 
 interface Run {
@@ -170,6 +172,138 @@ describe('units render: golden output', () => {
     // Added in: ProtectClock 245, ProtectKernelLogs 244, ProtectHostname 242, RestrictSUIDSGID 242. Nothing newer.
     expect(keys.filter((k) => ['FileDescriptorStorePreserve', 'ProtectProc', 'ProcSubset', 'OpenFile', 'ExtraFileDescriptorNames'].includes(k!))).toEqual([]);
     expect(r.out).toMatch(/^Type=notify$/m);
+  });
+});
+
+describe('units render --run: any program under sd-handoff run', () => {
+  const SDH = '/usr/bin/sd-handoff';
+  const render = (more: string[], exec = '/usr/bin/python3 /srv/app/server.py') =>
+    run(['units', 'render', '--name', 'pyapp', '--run', `--exec=${exec}`, '--sd-handoff', SDH, '--dry-run', ...more]);
+  const service = (out: string) => out.split('# ==> pyapp.socket <==')[0]!;
+  const line = (out: string, key: string) => out.split('\n').filter((l) => l.startsWith(`${key}=`));
+
+  it('golden: --ready notify, --watchdog 10 --run-watchdog program; the exact ExecStart= and ExecReload=', async () => {
+    const r = await render(['--listen', '127.0.0.1:8097=http', '--ready', 'notify', '--watchdog', '10', '--run-watchdog', 'program']);
+    expect(r.code, r.err).toBe(EXIT.OK);
+    await expect(r.out).toMatchFileSnapshot('golden/run-python.units');
+    expect(line(r.out, 'ExecStart')).toEqual([`ExecStart=${SDH} run --ready notify --watchdog program -- /usr/bin/python3 /srv/app/server.py`]);
+    expect(line(r.out, 'ExecReload')).toEqual([`ExecReload=${SDH} upgrade --timeout 90`]);
+    expect(line(r.out, 'WatchdogSec')).toEqual(['WatchdogSec=10']);
+  });
+
+  it('defaults: --ready port written out, run\'s own watchdog, Type=notify, the control socket, no PIDFile= nor PIDFILE', async () => {
+    const r = await render(['--listen', '8097']);
+    expect(r.code, r.err).toBe(EXIT.OK);
+    const unit = service(r.out);
+    expect(line(unit, 'ExecStart')).toEqual([`ExecStart=${SDH} run --ready port -- /usr/bin/python3 /srv/app/server.py`]);
+    expect(line(unit, 'ExecReload')).toEqual([`ExecReload=${SDH} upgrade --timeout 90`]);
+    expect(line(unit, 'Type')).toEqual(['Type=notify']);
+    expect(line(unit, 'Environment')).toEqual(['Environment=SDH_CONTROL_SOCKET=/run/pyapp/control.sock']);
+    expect(unit).not.toMatch(/^(PIDFile|FileDescriptorStoreMax)=|PIDFILE|FDSTORE|WORKERS/m);
+    expect(line(unit, 'Description')).toEqual(['Description=pyapp (run by sd-handoff run)']);
+    expect(line(unit, 'TimeoutStartSec')).toEqual(['TimeoutStartSec=120']);
+    // The comments say what this mode does, not what the Upgrader does.
+    expect(unit).toContain('MainPID is run\'s and never changes');
+    expect(unit).toContain('# --ready port: an instance is ready once it has accept()ed a probe connection');
+    expect(unit).not.toMatch(/Upgrader|upg\.listen|MAINPID=<new>|PID file/);
+    expect(r.out).toContain('# The name the program finds in LISTEN_FDNAMES');
+  });
+
+  it.each([
+    ['delay', '# --ready delay: an instance is ready when it is still running 1 s after it started'],
+    ['notify', '# --ready notify: an instance is ready when it sends READY=1 to its $NOTIFY_SOCKET'],
+  ])('--ready %s: in ExecStart= and explained by its comment only', async (mode, comment) => {
+    const r = await render(['--listen', '/run/pyapp.sock', '--ready', mode, '--watchdog', '5']);
+    expect(r.code, r.err).toBe(EXIT.OK);
+    expect(line(r.out, 'ExecStart')).toEqual([`ExecStart=${SDH} run --ready ${mode} -- /usr/bin/python3 /srv/app/server.py`]);
+    expect(r.out).toContain(comment);
+    expect(r.out.match(/^# --ready /gm)).toHaveLength(1);
+    // --watchdog S without --run-watchdog program: run pings, and the comment says what that does not show.
+    expect(r.out).toContain('# sd-handoff run sends it for itself: that shows run is alive, not the program');
+  });
+
+  it('--exec is written after `run --` as given: quotes, $VARS and %-specifiers keep their systemd meaning', async () => {
+    const exec = '/usr/bin/python3 "/srv/my app/server.py" --name %N --port ${PORT} -- --x \'a b\'';
+    const r = await render(['--listen', '8097'], exec);
+    expect(r.code, r.err).toBe(EXIT.OK);
+    expect(line(r.out, 'ExecStart')).toEqual([`ExecStart=${SDH} run --ready port -- ${exec}`]);
+  });
+
+  it('run accepts the options it is given: ExecStart= after `run` parses with run\'s own checks', async () => {
+    const r = await render(['--listen', '127.0.0.1:8097=http', '--ready', 'notify', '--watchdog', '10', '--run-watchdog', 'program'], '/usr/bin/python3 /srv/app/server.py --ready port');
+    const words = line(r.out, 'ExecStart')[0]!.slice(`ExecStart=${SDH} `.length).split(' ');
+    expect(words[0]).toBe('run');
+    const { options, command } = splitCommand(words.slice(1));
+    const { values } = parseArgs({ args: options, options: { ready: { type: 'string' }, watchdog: { type: 'string' } }, strict: true, allowPositionals: false });
+    expect(checkRunOptions(values, command)).toMatchObject({ listen: [], ready: 'notify', watchdog: 'program', command: '/usr/bin/python3', args: ['/srv/app/server.py', '--ready', 'port'] });
+  });
+
+  it('--template --run: NAME@.service runs %i-specific programs, no PIDFile=', async () => {
+    const r = await run(['units', 'render', '--name', 'shard', '--run', '--exec', '/usr/bin/python3 /srv/shard.py %i', '--listen', '127.0.0.1:%i=http', '--template', '--sd-handoff', SDH, '--dry-run']);
+    expect(r.code, r.err).toBe(EXIT.OK);
+    expect(r.out.match(/^# ==> .* <==$/gm)).toEqual(['# ==> shard@.service <==', '# ==> shard@.socket <==']);
+    expect(line(r.out, 'ExecStart')).toEqual([`ExecStart=${SDH} run --ready port -- /usr/bin/python3 /srv/shard.py %i`]);
+    expect(line(r.out, 'Environment')).toEqual(['Environment=SDH_CONTROL_SOCKET=/run/shard-%i/control.sock']);
+    expect(r.out).not.toMatch(/^PIDFile=/m);
+  });
+
+  it.each([
+    [['--listen', '80', '--workers', '2'], '--workers 2 does not apply to --run: sd-handoff run starts one instance of the program'],
+    [['--listen', '80', '--fdstore'], "--fdstore does not apply to --run: sd-handoff run keeps no fds in systemd's fd store"],
+    [['--listen', '80', '--type', 'notify-reload'], '--type "notify-reload" does not apply to --run: sd-handoff run reloads through ExecReload= (`sd-handoff upgrade`)'],
+    [['--listen', '80', '--ready', 'soon'], '--ready must be one of notify, port, delay, got "soon"'],
+    [['--listen', '80', '--run-watchdog', 'me'], '--run-watchdog must be self or program, got "me"'],
+    [['--listen', '80', '--watchdog', '5', '--run-watchdog', 'program'], '--run-watchdog "program" needs --ready notify: the program\'s WATCHDOG=1 pings reach systemd through the notify socket sd-handoff run gives it (this is --ready port)'],
+    [['--listen', '80', '--ready', 'notify', '--run-watchdog', 'program'], '--run-watchdog "program" needs --watchdog S (WatchdogSec=)'],
+    [['--listen', '/run/a.sock', '--listen', 'udp:5353=dns'], '--ready "port" (the default) probes a TCP listener and none of --listen /run/a.sock, udp:5353=dns is TCP: use --ready notify or --ready delay'],
+    [['--listen', '@admin', '--ready', 'port'], '--ready "port" probes a TCP listener and none of --listen @admin is TCP'],
+    [['--listen', '80', '--upgrade-timeout', '60'], '--upgrade-timeout 60 must be more than 60 with --run: sd-handoff run gives a new instance 60 s to be ready'],
+  ])('%j is refused: exit 2 naming the option and the value', async (more, message) => {
+    const r = await render(more);
+    expect(r.code).toBe(EXIT.USAGE);
+    expect(r.err.startsWith(`sd-handoff: ${message}`), r.err).toBe(true);
+    expect(r.out).toBe('');
+  });
+
+  it('an ExecStart= prefix in --exec is refused with --run (systemd would not read it after `run --`)', async () => {
+    const r = await render(['--listen', '80'], '-/usr/bin/python3 /srv/app.py');
+    expect(r.code).toBe(EXIT.USAGE);
+    expect(r.err).toContain('sd-handoff: --exec "-/usr/bin/python3 /srv/app.py" starts with the ExecStart= prefix "-": with --run the command line follows `sd-handoff run --`, where systemd reads no prefix; drop it');
+    // Without --run the prefix is systemd's business, as before.
+    const plain = await run(['units', 'render', '--name', 'a', '--exec=-/bin/x', '--listen', '80', '--sd-handoff', SDH, '--dry-run']);
+    expect(plain.code, plain.err).toBe(EXIT.OK);
+  });
+
+  it.each([
+    [['--ready', 'notify'], '--ready "notify" is for --run'],
+    [['--run-watchdog', 'program'], '--run-watchdog "program" is for --run'],
+  ])('%j without --run: exit 2', async (more, message) => {
+    const r = await run(['units', 'render', '--name', 'a', '--exec', '/bin/x', '--listen', '80', '--dry-run', ...more]);
+    expect(r.code).toBe(EXIT.USAGE);
+    expect(r.err.startsWith(`sd-handoff: ${message} (an option of sd-handoff run;`), r.err).toBe(true);
+  });
+
+  it('renderUnits: a typed SDH_INVALID_OPTION error carrying the option and the value', () => {
+    const base = { name: 'a', exec: '/bin/x', listen: ['80'], run: true };
+    expect(() => renderUnits({ ...base, workers: 3 })).toThrow(expect.objectContaining({ code: 'SDH_INVALID_OPTION', option: 'workers', value: 3 }));
+    expect(() => renderUnits({ ...base, fdstore: true })).toThrow(expect.objectContaining({ code: 'SDH_INVALID_OPTION', option: 'fdstore', value: true }));
+    expect(() => renderUnits({ ...base, type: 'notify-reload' })).toThrow(expect.objectContaining({ code: 'SDH_INVALID_OPTION', option: 'type', value: 'notify-reload' }));
+    expect(() => renderUnits({ ...base, upgradeTimeout: 30 })).toThrow(expect.objectContaining({ code: 'SDH_INVALID_OPTION', option: 'upgrade-timeout', value: 30 }));
+    expect(() => renderUnits({ ...base, ready: 'soon' as 'port' })).toThrow(expect.objectContaining({ code: 'SDH_INVALID_OPTION', option: 'ready', value: 'soon' }));
+  });
+
+  it('the defaults the unit states are run\'s own (--delay, --timeout, --drain)', () => {
+    expect(RUN_UNIT_DEFAULTS).toEqual(RUN_DEFAULTS);
+  });
+
+  it('--help documents --run, --ready and --run-watchdog', async () => {
+    const r = await run(['units', 'render', '--help']);
+    expect(r.code).toBe(EXIT.OK);
+    expect(r.out).toContain('Usage: sd-handoff units render --name N [--run] --exec CMD --listen ADDR... [options]');
+    expect(r.out).toContain('\n  --run                 start --exec under `sd-handoff run`');
+    expect(r.out).toContain('\n  --ready MODE          with --run: when a new instance is ready, run\'s --ready (default port):');
+    expect(r.out).toContain('\n  --run-watchdog WHO    with --run: who answers WatchdogSec=, run\'s --watchdog');
+    expect((await run(['--help'])).out).toContain('with --run, for any program run by `sd-handoff run`.');
   });
 });
 
