@@ -2,7 +2,8 @@
  * The `sd-handoff` CLI against real systemd, run inside each container as an operator would run it: `reload` and
  * `status` through the real system bus (dbus-daemon in the container) on examples/hello-http with its shipped
  * units, a reload with a broken new version reported with its reason, and `units render` output that
- * `systemd-analyze verify` accepts, installed, started, serving and reloaded.
+ * `systemd-analyze verify` accepts, installed, started, serving and reloaded: for a Node.js service and, with
+ * `--run`, for a Python program under `sd-handoff run` (test/fixtures/listen_http.py).
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { exampleUnit, mainPid, SOCKET, UNIT } from './hello.js';
@@ -196,6 +197,68 @@ describeEachSuite('sd-handoff CLI', (c) => {
       expect(sec).toEqual({ ProtectSystem: 'strict', NoNewPrivileges: 'yes', KillMode: 'control-group', PrivateDevices: 'yes' });
     } finally {
       await c.removeUnit(`${name}.service`);
+      await c.removeUnit(`${name}.socket`);
+    }
+  }, scaled(120_000));
+
+  it('units render --run: a Python program under sd-handoff run verifies clean, serves on 127.0.0.1:8097, reloads twice with MainPID unchanged', async () => {
+    const out = '/tmp/sdh-render-run';
+    const name = 'sdh-rendered-run';
+    const unit = `${name}.service`;
+    const exec = '/usr/bin/python3 /project/test/fixtures/listen_http.py';
+    // The unit's own limits stretched by SDH_TIME_FACTOR like every other deadline (90 and 45 s, the defaults, at 1).
+    const upgradeTimeout = String(scaled(90_000) / 1000);
+    const stopTimeout = String(scaled(45_000) / 1000);
+    await c.exec(['rm', '-rf', out]);
+    const r = await cli(c, ['units', 'render', '--name', name, '--run', '--exec', exec, '--listen', '127.0.0.1:8097=http', '--ready', 'notify', '--upgrade-timeout', upgradeTimeout, '--stop-timeout', stopTimeout, '--out', out]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toBe(''); // verified, no warning, no "not verified" note
+    expect(r.stdout).toBe(`wrote ${out}/${unit}\nwrote ${out}/${name}.socket\n`);
+    const verify = await c.exec(['systemd-analyze', 'verify', `${out}/${unit}`, `${out}/${name}.socket`]);
+    expect({ code: verify.code, output: verify.stdout + verify.stderr }).toEqual({ code: 0, output: '' });
+    const text = await c.readFile(`${out}/${unit}`);
+    expect(text.split('\n').filter((l) => /^(ExecStart|ExecReload|PIDFile)=/.test(l))).toEqual([
+      `ExecStart=/usr/local/bin/node ${CLI} run --ready notify -- ${exec}`,
+      `ExecReload=/usr/local/bin/node ${CLI} upgrade --timeout ${upgradeTimeout}`,
+    ]);
+    console.log(`[${c.label}] units render --run + verify: ${r.ms} ms; systemd-analyze verify printed nothing`);
+    const t = performance.now();
+    try {
+      await c.installUnit(`${name}.socket`, await c.readFile(`${out}/${name}.socket`));
+      await c.installUnit(unit, text);
+      await c.systemctl(['start', `${name}.socket`, unit], { check: true, timeoutMs: 60_000 });
+      const served = async () => Number((await c.exec(['curl', '-sf', 'http://127.0.0.1:8097/'], { check: true })).stdout.trim());
+      const runPid = await mainPid(c, unit);
+      expect(runPid).toBeGreaterThan(0);
+      // MainPID is sd-handoff run; the Python program that answers is its child.
+      expect((await c.exec(['cat', `/proc/${runPid}/cmdline`])).stdout).toContain('cli.js\0run\0--ready\0notify\0--\0/usr/bin/python3\0');
+      const pids = [await served()];
+      expect(pids[0]).not.toBe(runPid);
+      expect((await c.readFile(`/proc/${pids[0]}/status`)).match(/^PPid:\s+(\d+)$/m)?.[1]).toBe(String(runPid));
+      for (let i = 1; i <= 2; i++) {
+        const rl = await c.systemctl(['reload', unit], { timeoutMs: 60_000 });
+        expect({ reload: i, code: rl.code, stderr: rl.stderr }).toEqual({ reload: i, code: 0, stderr: '' });
+        const next = await served();
+        expect(pids).not.toContain(next);
+        expect(next).not.toBe(runPid);
+        expect(await mainPid(c, unit)).toBe(runPid);
+        // The replaced instance got SIGTERM from run and drains by itself (nothing in flight here: it just exits).
+        const old = pids.at(-1)!;
+        await c.waitFor(async () => (await c.exec(['test', '-e', `/proc/${old}`])).code !== 0, 10_000, { what: `the replaced Python pid ${old} to exit` });
+        pids.push(next);
+      }
+      const st = JSON.parse((await cli(c, ['status', name, '--json'])).stdout) as Record<string, unknown>;
+      expect(st).toMatchObject({
+        mainPid: runPid,
+        activeState: 'active',
+        controlSocket: `/run/${name}/control.sock`,
+        control: { pid: runPid, child: pids.at(-1), state: 'ready' },
+        lastUpgrade: { ok: true, source: 'control-socket' },
+        sockets: [{ unit: `${name}.socket`, listen: [{ address: '127.0.0.1:8097' }] }],
+      });
+      console.log(`[${c.label}] units render --run: start, 2 reloads (Python pids ${pids.join(' -> ')}, MainPID ${runPid} = run throughout): ${Math.round(performance.now() - t)} ms`);
+    } finally {
+      await c.removeUnit(unit);
       await c.removeUnit(`${name}.socket`);
     }
   }, scaled(120_000));
