@@ -34,7 +34,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { randomUUID } from 'node:crypto';
 import { closeSync, writeSync } from 'node:fs';
-import os, { setPriority } from 'node:os';
+import os from 'node:os';
 import { listenFds } from '../activation.js';
 import { createJournal, defaultIdentifier, redetectJournals, type Journal } from '../journal.js';
 import { drain, drainNet, trackConnections } from '../drain.js';
@@ -44,6 +44,7 @@ import { Notifier, defaultNotifier } from '../notify.js';
 import { checkPidFilePath, removePidFile, writePidFile } from '../pidfile.js';
 import { ControlServer, KEEP, type ControlContext } from './control.js';
 import { offerListeners, sendLine, TakeoverClient } from './takeover.js';
+import { setProcessNice } from './priority.js';
 import {
   bindPacket,
   bindStream,
@@ -154,8 +155,10 @@ export interface UpgraderOptions {
   stopSignals?: NodeJS.Signals[];
   /** Signals that stop fast: close the listeners, exit 0 without draining (default `['SIGINT']`; `[]` for none). */
   /**
-   * How much lower (nice value) the new version's CPU priority is until it took over (default 10; 0 for none).
-   * Applied only when running as root, the only case where the new version can raise itself back.
+   * How much lower (nice value) the new version's CPU priority is until it took over (default 10; 0 for none), for
+   * every thread of it. Applied only when running as root, the only case where the new version can raise itself back.
+   * A new version not ready after half of `upgradeTimeoutMs` gets the serving priority back (journal event
+   * `startup-nice-lifted`): a machine busy enough to starve its start-up must not fail the upgrade for it.
    */
   startupNice?: number;
   /** How long a graceful stop may drain before the remaining connections are closed (default: `drainTimeoutMs`). */
@@ -784,7 +787,7 @@ export class Upgrader extends EventEmitter {
     // Back to the priority the parent serves at, if the parent lowered ours for the start-up.
     if (this.#upgradeEnv?.nice !== undefined) {
       try {
-        setPriority(0, this.#upgradeEnv.nice);
+        setProcessNice(0, this.#upgradeEnv.nice);
       } catch {
         /* not allowed: keep the start-up priority */
       }
@@ -851,8 +854,8 @@ export class Upgrader extends EventEmitter {
       const args = this.#o.args ?? [...process.execArgv, ...process.argv.slice(1)];
       child = spawnFn(command, args, { cwd: this.#o.cwd ?? process.cwd(), env, stdio });
       current.child = child;
-      this.#niceDuringStartup(child.pid);
-      const pid = await this.#waitReady(child, current, id);
+      const cancelLift = this.#niceDuringStartup(child.pid);
+      const pid = await this.#waitReady(child, current, id).finally(() => cancelLift?.());
       const durationMs = Math.round(performance.now() - started);
       // Still main: hand over in one datagram, so systemd never sees the new pid without READY=1.
       this.#notifier.mainPid(pid, { ready: true, status: `upgraded: pid ${pid} took over from ${this.#pid} in ${durationMs} ms` });
@@ -1007,13 +1010,27 @@ export class Upgrader extends EventEmitter {
    * steady state on a busy machine. It raises itself back at the handover, which needs root (CAP_SYS_NICE), so it is
    * done only when we are root.
    */
-  #niceDuringStartup(pid: number | undefined): void {
-    if (pid === undefined || this.#o.startupNice === 0 || process.getuid?.() !== 0) return;
+  #niceDuringStartup(pid: number | undefined): (() => void) | undefined {
+    if (pid === undefined || this.#o.startupNice === 0 || process.getuid?.() !== 0) return undefined;
+    const serving = os.getPriority();
     try {
-      setPriority(pid, Math.max(os.getPriority(), 0) + this.#o.startupNice);
+      setProcessNice(pid, Math.min(19, Math.max(serving, 0) + this.#o.startupNice));
     } catch {
-      /* gone already, or not allowed: it starts at our priority */
+      return undefined; /* gone already, or not allowed: it starts at our priority */
     }
+    // A machine busy enough to starve a niced start-up must not fail the upgrade for it: half-way through the
+    // upgrade timeout the new version gets the serving priority back.
+    const afterMs = Math.floor(this.#o.upgradeTimeoutMs / 2);
+    const timer = setTimeout(() => {
+      try {
+        setProcessNice(pid, serving);
+        this.#emitLog({ priority: 5, event: 'startup-nice-lifted', message: `new pid ${pid} not ready after ${afterMs} ms at nice +${this.#o.startupNice}: back to the serving priority`, newPid: pid });
+      } catch {
+        /* gone */
+      }
+    }, afterMs);
+    timer.unref();
+    return () => clearTimeout(timer);
   }
 
   /** Waits for "ready" from the child; rejects on exit, bad message or timeout (killing the child). */

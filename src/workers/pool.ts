@@ -31,9 +31,9 @@ import { sdError, SdHandoffError, show } from '../errors.js';
 import { defaultNotifier, type Notifier } from '../notify.js';
 import type { StreamAddress } from '../upgrade/listeners.js';
 import { STDERR_FD, STDOUT_FD } from '../upgrade/protocol.js';
-import { setPriority } from 'node:os';
 import { State, type Upgrader, type UpgradeLogEntry } from '../upgrade/upgrader.js';
 import { WORKER_ENV, WORKER_PROTOCOL_VERSION, type PrimaryMessage, type WorkerEnv, type WorkerMessage } from './protocol.js';
+import { setProcessNice } from '../upgrade/priority.js';
 
 /** A listener the pool holds and passes to every worker. */
 export interface PoolListener {
@@ -442,7 +442,7 @@ export class WorkerPool extends EventEmitter {
     const servingNice = this.#upg.servingNice;
     if (servingNice !== undefined && proc.pid !== undefined) {
       try {
-        setPriority(proc.pid, servingNice);
+        setProcessNice(proc.pid, servingNice);
       } catch {
         /* not allowed: it keeps ours */
       }

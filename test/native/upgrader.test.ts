@@ -2,7 +2,7 @@
  * The Upgrader with real processes: examples/hello-http is started as a real service, upgraded under load by
  * SIGHUP and through the control socket, with a notify socket bound by the test standing in for systemd's.
  */
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -24,6 +24,19 @@ function get(port: number, urlPath = '/'): Promise<{ status: number; body: strin
 }
 
 const world = serviceWorld();
+
+/** The nice value of every thread of `pid` (/proc/PID/task/TID/stat, field 19), main thread first. */
+function threadNices(pid: number): number[] {
+  const tids = readdirSync(`/proc/${pid}/task`).map(Number).sort((a, b) => (a === pid ? -1 : b === pid ? 1 : a - b));
+  return tids.flatMap((tid) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      return [Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])];
+    } catch {
+      return []; // the thread ended
+    }
+  });
+}
 
 async function startHello(extra: NodeJS.ProcessEnv = {}): Promise<number> {
   return (await world.startHello({ SDH_CONTROL_SOCKET: world.control, DRAIN_TIMEOUT_MS: '5000', ...extra })).pid;
@@ -137,6 +150,34 @@ describe('Upgrader with hello-http as a real process', () => {
     expect(alive(hangingPid)).toBe(false);
     expect(readPid(world.pidFile)).toBe(oldPid);
     expect((await get(world.port)).body).toContain(`hello from ${oldPid}`);
+  }, 30_000);
+
+  it('start-up nice: every thread of the new version runs at +10 until it serves, is lifted half-way through a slow start, and serves with every thread back at the serving priority', async () => {
+    // Only root may raise a priority back, so only root lowers it (startupNice); as another user nothing changes.
+    const root = process.getuid?.() === 0;
+    const hangFile = path.join(world.dir, 'hang');
+    const oldPid = await startHello({ HELLO_HANG_FILE: hangFile, UPGRADE_TIMEOUT_MS: '3000' });
+    const serving = threadNices(oldPid)[0]!;
+    expect(threadNices(oldPid).every((n) => n === serving)).toBe(true);
+    writeFileSync(hangFile, '');
+    process.kill(oldPid, 'SIGHUP');
+    await waitFor('the hanging child to start', () => world.procs.output.includes('never becoming ready'));
+    const hangingPid = Number(/hello-http (\d+): .* never becoming ready/.exec(world.procs.output)![1]);
+    world.procs.track(hangingPid);
+    // Node's own threads (V8 platform, libuv's pool) as well as the main one.
+    const starting = threadNices(hangingPid);
+    expect(starting.length).toBeGreaterThan(4);
+    expect(starting).toEqual(starting.map(() => (root ? serving + 10 : serving)));
+    if (root) {
+      // Half of UPGRADE_TIMEOUT_MS: a start-up that slow gets the serving priority back, every thread of it.
+      await waitFor('the start-up nice to be lifted', () => alive(hangingPid) && threadNices(hangingPid).every((n) => n === serving), 2500);
+      expect(world.procs.output).toContain(`new pid ${hangingPid} not ready after 1500 ms at nice +10: back to the serving priority`);
+    }
+    await waitFor('the hanging version to be killed', () => !alive(hangingPid), 10_000);
+    rmSync(hangFile);
+    const newPid = await upgradeBySignal(oldPid);
+    // Raised back at the handover: threads started during the niced start-up included.
+    expect(threadNices(newPid)).toEqual(threadNices(newPid).map(() => serving));
   }, 30_000);
 
   it('rejects bad options at creation with a clear error', async () => {
