@@ -28,3 +28,15 @@ export function exampleUnit(name: string): string {
 export async function mainPid(c: Container, unit = UNIT): Promise<number> {
   return Number((await c.show(unit, ['MainPID'])).MainPID);
 }
+
+/**
+ * `systemctl reload UNIT` that must succeed: a failure fails the test with what says why, systemd's error, the unit's
+ * StatusText and its journal since `since` (the Upgrader's own account of the failed upgrade).
+ */
+export async function reloadOk(c: Container, unit: string, what: string, since = '-60s'): Promise<void> {
+  const r = await c.systemctl(['reload', unit], { timeoutMs: 90_000 });
+  if (r.code === 0) return;
+  const status = (await c.show(unit, ['StatusText'])).StatusText;
+  const log = (await c.journal(unit, { since })).map((e) => `${e._PID ?? ''} ${String(e.MESSAGE)}`).slice(-25).join('\n');
+  throw new Error(`${what} failed: ${r.stderr.trim()}\nStatusText: ${status}\njournal:\n${log}`);
+}

@@ -4,7 +4,7 @@
  * primary hands over to a new one that replaces the workers one at a time; MainPID follows, nothing fails.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { exampleUnit, PIDFILE, SOCKET, UNIT } from './hello.js';
+import { exampleUnit, PIDFILE, reloadOk, SOCKET, UNIT } from './hello.js';
 import { describeEachSuite, pause, scaled, type Container } from './lab/index.js';
 import { failures, NO_FAILURES as NONE, startLoad } from './load.js';
 
@@ -44,8 +44,7 @@ describeEachSuite('worker pool', (c) => {
     const mains = [main];
     let workers = await workersOf(c, main);
     for (let i = 0; i < 5; i++) {
-      const r = await c.systemctl(['reload', UNIT], { timeoutMs: 90_000 });
-      expect(r.code, `reload ${i + 1}: ${r.stderr}`).toBe(0);
+      await reloadOk(c, UNIT, `reload ${i + 1}`);
       const s = await c.show(UNIT, ['MainPID', 'ActiveState', 'StatusText']);
       expect(s.ActiveState).toBe('active');
       main = Number(s.MainPID);

@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, expect, it, onTestFinished } from 'vitest';
 import { describeEachSuite, pause, scaled } from './lab/index.js';
-import { exampleUnit, mainPid, PIDFILE, SOCKET, UNIT } from './hello.js';
+import { exampleUnit, mainPid, PIDFILE, reloadOk, SOCKET, UNIT } from './hello.js';
 import { startLoad, type LoadCounts } from './load.js';
 
 
@@ -66,11 +66,7 @@ describeEachSuite('stop and takeover', (c) => {
     await pause(700);
     let pid = await mainPid(c);
     for (let i = 0; i < 3; i++) {
-      const r = await c.systemctl(['reload', UNIT], { timeoutMs: 60_000 });
-      if (r.code !== 0) {
-        const log = (await c.journal(UNIT, { since: '-30s' })).map((e) => `${e._PID ?? ''} ${String(e.MESSAGE)}`).join('\n');
-        expect.fail(`reload ${i + 1} failed: ${r.stderr}\n${log}`);
-      }
+      await reloadOk(c, UNIT, `reload ${i + 1}`);
       const next = await mainPid(c);
       expect(next).not.toBe(pid);
       expect(Number((await c.readFile(PIDFILE)).trim())).toBe(next);
