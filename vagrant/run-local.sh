@@ -5,9 +5,10 @@
 # runs the integration suite in host mode on the VM's systemd, prints the result, and destroys the VM and stops
 # every daemon it started, however the run ends (trap; a run that was SIGKILLed is swept by the next one).
 #
-# Needs root and: apt-get install vagrant vagrant-libvirt libvirt-daemon-system qemu-system-x86 qemu-utils
-# debootstrap rsync. Nothing touches the host's network: libvirt's bridge, NAT rules and dnsmasq live in the
-# private network namespace, libvirt's state (/etc/libvirt, /var/lib/libvirt, /var/log/libvirt, /run/libvirt) is
+# Needs root. Installs what is missing with apt-get (vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients
+# qemu-system-x86 qemu-utils debootstrap e2fsprogs rsync ...) and runs `npm ci` when the checkout has no
+# node_modules or addon, so a fresh clone needs only `npm run test:vagrant`. Nothing touches the host's network:
+# libvirt's bridge, NAT rules and dnsmasq live in the private network namespace, libvirt's state (/etc/libvirt, /var/lib/libvirt, /var/log/libvirt, /run/libvirt) is
 # bind-mounted from the cache there, and the host's own libvirt files are left as they are.
 #
 # Environment: SDH_VAGRANT_CACHE (default /var/cache/sd-handoff-vagrant), SDH_TIME_FACTOR (default 10: how
@@ -54,15 +55,42 @@ stop_pids() { # TERM, up to $1 seconds, KILL
 if [[ ${1:-} != --in-namespace ]]; then
   # ---- on the host ------------------------------------------------------------------------------------------
   [[ $(id -u) == 0 ]] || die "needs root (libvirtd, namespaces, debootstrap)"
+  # The tools, by the Debian package that brings them: a fresh machine gets them installed (as .ci/run does for
+  # the container lab); a machine without apt-get is told what is missing.
+  declare -A package_of=([vagrant]=vagrant [libvirtd]=libvirt-daemon-system [virtlogd]=libvirt-daemon-system
+    [virsh]=libvirt-clients [qemu-system-x86_64]=qemu-system-x86 [qemu-img]=qemu-utils [debootstrap]=debootstrap
+    [mkfs.ext4]=e2fsprogs [rsync]=rsync [unshare]=util-linux [nsenter]=util-linux [ssh-keygen]=openssh-client
+    [flock]=util-linux)
   missing=()
-  for t in vagrant libvirtd virtlogd virsh qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 rsync unshare nsenter ssh-keygen flock; do
-    command -v "$t" >/dev/null || missing+=("$t")
+  for t in "${!package_of[@]}"; do
+    command -v "$t" >/dev/null || missing+=("${package_of[$t]}")
   done
   [[ -d /usr/share/vagrant-plugins/plugins.d ]] && grep -qs libvirt /usr/share/vagrant-plugins/plugins.d/*.json || missing+=(vagrant-libvirt)
-  ((${#missing[@]} == 0)) || die "missing ${missing[*]}; as root: apt-get install vagrant vagrant-libvirt libvirt-daemon-system qemu-system-x86 qemu-utils debootstrap rsync"
+  if ((${#missing[@]})); then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    command -v apt-get >/dev/null || die "missing packages ${missing[*]} (Debian names) and no apt-get to install them"
+    log "installing ${missing[*]}"
+    # The packages must not start libvirtd or virtlogd on the host (its network would get libvirt's bridge and NAT
+    # rules): policy-rc.d says no to every service start during the install (Debian's invoke-rc.d asks it), and
+    # run-local.sh runs daemons of its own, in a namespace. An existing policy-rc.d is left as it is.
+    own_policy=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+      printf '#!/bin/sh\n# sd-handoff vagrant/run-local.sh, during apt-get install only\nexit 101\n' >/usr/sbin/policy-rc.d
+      chmod 755 /usr/sbin/policy-rc.d
+      own_policy=1
+    fi
+    installed=0
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || installed=$?
+    ((own_policy)) && rm -f /usr/sbin/policy-rc.d
+    ((installed == 0)) || die "apt-get install ${missing[*]} failed"
+  fi
   node=$(readlink -f "$(command -v node)")
   [[ $("$node" -p 'process.versions.node.split(".")[0]') == 20 ]] || die "the box carries this machine's node, which must be 20 (it is $("$node" --version))"
-  [[ -f $project/build/Release/sd_handoff.node && -d $project/node_modules ]] || die "run npm ci first: the VM has no internet and uses this checkout's node_modules and addon"
+  # The VM has no internet: it uses this checkout's node_modules and addon.
+  if [[ ! -f $project/build/Release/sd_handoff.node || ! -d $project/node_modules ]]; then
+    log "no node_modules or addon in $project yet: npm ci"
+    (cd "$project" && npm ci --no-audit --no-fund) || die "npm ci failed in $project"
+  fi
 
   mkdir -p "$cache"
   exec 9>"$cache/lock"
