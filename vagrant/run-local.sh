@@ -149,6 +149,8 @@ export VAGRANT_HOME=$cache/vagrant.d VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_DEFAUL
 export VAGRANT_DOTFILE_PATH=$run_dir/.vagrant
 export SDH_VAGRANT_BOX=$box SDH_VAGRANT_EXPECT_SYSTEMD=252 SDH_VAGRANT_LIBVIRT_DRIVER=qemu SDH_VAGRANT_SYNC_NODE_MODULES=1
 export SDH_TIME_FACTOR=${SDH_TIME_FACTOR:-10}
+# This script's arguments go to vitest in the VM (the Vagrantfile hands them to guest/run-suite.sh).
+export SDH_VAGRANT_VITEST_ARGS="$*"
 export SDH_VAGRANT_CONSOLE_LOG=$run_dir/console.log
 mkdir -p "$run_dir"
 
