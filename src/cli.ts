@@ -8,6 +8,7 @@
  *   sd-handoff units render --name N [--run] --exec CMD --listen ADDR... [options]
  *   sd-handoff takeover [--socket PATH] [--timeout S] [--json] -- CMD ARGS...
  *   sd-handoff run [--listen ADDR[=NAME]]... [--ready notify|port|delay] [options] -- CMD ARGS...
+ *   sd-handoff --version
  *
  * Exit codes: 0 success; 1 the operation failed (the reason is printed); 2 bad usage; 3 the service or the system
  * bus could not be reached; 4 no such unit. Every subcommand has `--help`. docs/cli.md has examples.
@@ -49,7 +50,7 @@ Usage:
 
 Exit codes: 0 success, 1 failed (the reason is printed), 2 bad usage, 3 service or system bus not reachable,
 4 no such unit.
-Run \`sd-handoff COMMAND --help\` for a command's options.
+Run \`sd-handoff COMMAND --help\` for a command's options; \`sd-handoff --version\` prints the version.
 `;
 
 const UPGRADE_HELP = `Usage: sd-handoff upgrade [--socket PATH | --pid PID] [--timeout S] [--json]
@@ -689,6 +690,14 @@ async function unitsRender(args: string[], io: CliIo): Promise<number> {
   return EXIT.OK;
 }
 
+/**
+ * The version in the package's own package.json, read when asked rather than copied in at build time, so that it
+ * cannot disagree with what npm installed. cli.js sits one directory below it (src/ or dist/).
+ */
+function packageVersion(): string {
+  return String((JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown }).version);
+}
+
 /** Runs the CLI with `argv` (without node and the script) and returns the exit code. */
 export async function main(argv: string[], io: CliIo = { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t), env: process.env }): Promise<number> {
   const [command, ...rest] = argv;
@@ -700,6 +709,10 @@ export async function main(argv: string[], io: CliIo = { out: (t) => process.std
       case 'help':
         io.out(HELP);
         return command === undefined ? EXIT.USAGE : EXIT.OK;
+      case '--version':
+      case '-V':
+        io.out(`${packageVersion()}\n`);
+        return EXIT.OK;
       case 'upgrade':
         return await upgrade(rest, io);
       case 'reload':

@@ -47,6 +47,14 @@ describe('sd-handoff: usage', () => {
     expect(help.out).toContain('Exit codes: 0 success, 1 failed (the reason is printed), 2 bad usage, 3 service or system bus not reachable,\n4 no such unit.');
   });
 
+  it.each([['--version'], ['-V']])('%s prints the version in package.json (and only that), exit 0', async (flag) => {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    const r = await run([flag]);
+    expect(r).toEqual({ code: EXIT.OK, out: `${pkg.version}\n`, err: '' });
+    expect(pkg.version).toMatch(/^\d+\.\d+\.\d+/);
+    expect((await run(['--help'])).out).toContain('`sd-handoff --version` prints the version');
+  });
+
   it.each([
     [['upgrade', '--help'], 'Usage: sd-handoff upgrade'],
     [['reload', '--help'], 'Usage: sd-handoff reload UNIT'],
