@@ -189,12 +189,33 @@ export function unitInterface(name: string): string | undefined {
 }
 
 /**
+ * Loads dbus-next, an optional peer dependency: a service that uses only the library never installs it (nor its
+ * xml2js and usocket trees); `Systemd` and the CLI's `reload`/`status` need it and say how to get it.
+ * `load` is a seam for tests. It returns `unknown` so the published types never name
+ * dbus-next's (a TypeScript user without dbus-next would otherwise fail to compile); {@link connectBus} casts.
+ * @internal
+ */
+export function loadDbusNext(load: (id: string) => unknown = createRequire(import.meta.url)): unknown {
+  try {
+    return load('dbus-next');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    // Only dbus-next itself missing: a module dbus-next fails to find names dbus-next in its require stack, not here.
+    if (e.code !== 'MODULE_NOT_FOUND' || !String(e.message).startsWith("Cannot find module 'dbus-next'")) throw err;
+    throw sdError(
+      'SDH_MISSING_DEPENDENCY',
+      "sd-handoff talks to systemd's D-Bus API (Systemd, `sd-handoff reload`, `sd-handoff status`) through the optional package dbus-next, which is not installed: run `npm install dbus-next`",
+      { package: 'dbus-next', cause: err },
+    );
+  }
+}
+
+/**
  * Connects to a D-Bus address with dbus-next and resolves once the bus has answered `Hello`. dbus-next is loaded
  * here, on first use, so importing sd-handoff never needs it.
  */
 export async function connectBus(address: string, timeoutMs: number): Promise<Bus> {
-  const require = createRequire(import.meta.url);
-  const dbus = require('dbus-next') as typeof import('dbus-next');
+  const dbus = loadDbusNext() as typeof import('dbus-next');
   // sessionBus() is dbus-next's "connect to this address"; systemBus() would ignore an address given.
   const mb = dbus.sessionBus({ busAddress: address });
   const errorListeners = new Set<(err: Error) => void>();

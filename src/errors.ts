@@ -34,6 +34,8 @@ export const ERROR_CODES = {
   SDH_DBUS: 'A D-Bus call to systemd failed; `dbusName` holds the D-Bus error name.',
   SDH_NO_SUCH_UNIT: 'systemd knows no unit of that name.',
   SDH_JOB_FAILED: 'A systemd job (start, stop, restart, reload) finished with a result other than "done".',
+  SDH_PID_FILE: 'The PID file (or its directory) could not be written; the message names the path, the call and the errno.',
+  SDH_MISSING_DEPENDENCY: 'An optional package a feature needs is not installed (dbus-next, for Systemd and the CLI\'s reload/status).',
 } as const;
 
 /** A project error code, or the errno name of a failed system call. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Systemd, busError, plain, unitInterface } from '../../src/dbus.js';
+import { Systemd, busError, loadDbusNext, plain, unitInterface } from '../../src/dbus.js';
 import { SdHandoffError } from '../../src/errors.js';
 import { FakeBus } from './fake-bus.js';
 
@@ -179,5 +179,36 @@ describe('helpers', () => {
   it('busError() without a unit keeps NoSuchUnit as SDH_DBUS', () => {
     const e = busError(Object.assign(new Error('x'), { type: 'org.freedesktop.systemd1.NoSuchUnit', text: 'x' }), 'GetUnit');
     expect(e.code).toBe('SDH_DBUS');
+  });
+});
+
+describe('dbus-next, an optional peer dependency', () => {
+  const notFound = (id: string): never => {
+    throw Object.assign(new Error(`Cannot find module '${id}'\nRequire stack:\n- /srv/app/node_modules/sd-handoff/dist/dbus.js`), { code: 'MODULE_NOT_FOUND' });
+  };
+
+  it('missing: SDH_MISSING_DEPENDENCY naming the package and the command that installs it', () => {
+    let err: SdHandoffError | undefined;
+    try {
+      loadDbusNext(notFound);
+    } catch (e) {
+      err = e as SdHandoffError;
+    }
+    expect(err).toBeInstanceOf(SdHandoffError);
+    expect(err?.code).toBe('SDH_MISSING_DEPENDENCY');
+    expect(err?.message).toContain('npm install dbus-next');
+    expect((err as unknown as { package: string }).package).toBe('dbus-next');
+    expect((err?.cause as Error).message).toContain("Cannot find module 'dbus-next'");
+  });
+
+  it('a module dbus-next itself fails to find is not mistaken for dbus-next missing', () => {
+    const inner = (): never => {
+      throw Object.assign(new Error("Cannot find module 'xml2js'\nRequire stack:\n- /srv/app/node_modules/dbus-next/lib/introspect.js"), { code: 'MODULE_NOT_FOUND' });
+    };
+    expect(() => loadDbusNext(inner)).toThrow("Cannot find module 'xml2js'");
+  });
+
+  it('installed (as in this repository): loaded', () => {
+    expect(typeof (loadDbusNext() as { sessionBus: unknown }).sessionBus).toBe('function');
   });
 });
