@@ -26,7 +26,7 @@ export function checkPidFilePath(value: unknown, option = 'pidFile'): string {
 
 /** The SDH_PID_FILE error for a failed fs call (`err`, from node:fs) while writing `file`. */
 function pidFileError(file: string, err: unknown): SdHandoffError {
-  const e = err as NodeJS.ErrnoException;
+  const e = err as NodeJS.ErrnoException & { dest?: string };
   const errno = typeof e.errno === 'number' ? Math.abs(e.errno) : undefined;
   const what = errno === undefined ? e.message : `${e.code ?? `errno ${errno}`} (${getSystemErrorMap().get(-errno)?.[1] ?? e.message})`;
   const where = `${e.syscall ?? 'write'} ${show(e.path ?? file)}${e.dest !== undefined ? ` -> ${show(e.dest)}` : ''}`;
