@@ -20,7 +20,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/prctl.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "async.h"
@@ -547,6 +549,38 @@ Napi::Value PeerCred(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// PR_SET_CHILD_SUBREAPER: a process that must outlive its children in a container (its parent, a tiny init, exits
+// with it) adopts the grandchildren orphaned by an upgrade, to wait for the one that serves.
+Napi::Value SetChildSubreaper(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bool on;
+  if (!ArgBool(info, 0, "setChildSubreaper", "on", &on)) return Undef(info);
+  if (prctl(PR_SET_CHILD_SUBREAPER, on ? 1L : 0L, 0L, 0L, 0L) < 0) ThrowSys(env, errno, "prctl");
+  return Undef(info);
+}
+
+// waitpid(pid, WNOHANG) for a process libuv does not know (adopted as a subreaper): null while it runs, else
+// { code, signal } (signal as a number, 0 when it exited). Only for pids Node did not spawn, or libuv loses them.
+Napi::Value WaitPid(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t pid;
+  if (!ArgInt(info, 0, "waitPid", "pid", 1, INT32_MAX, &pid)) return Undef(info);
+  int status = 0;
+  pid_t r;
+  do {
+    r = waitpid(static_cast<pid_t>(pid), &status, WNOHANG);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) {
+    ThrowSys(env, errno, "waitpid");
+    return Undef(info);
+  }
+  if (r == 0) return env.Null();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("code", WIFEXITED(status) ? Napi::Number::New(env, WEXITSTATUS(status)) : env.Null());
+  out.Set("signal", Napi::Number::New(env, WIFSIGNALED(status) ? WTERMSIG(status) : 0));
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new AddonData());
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
@@ -570,6 +604,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNonblock", Napi::Function::New(env, SetNonblock, "setNonblock"));
   exports.Set("dup2", Napi::Function::New(env, Dup2, "dup2"));
   exports.Set("listenUnix", Napi::Function::New(env, ListenUnix, "listenUnix"));
+  exports.Set("setChildSubreaper", Napi::Function::New(env, SetChildSubreaper, "setChildSubreaper"));
+  exports.Set("waitPid", Napi::Function::New(env, WaitPid, "waitPid"));
   return exports;
 }
 

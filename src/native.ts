@@ -126,6 +126,16 @@ export interface NativeAddon {
    * happen to a socket handed over to a new process.
    */
   listenUnix(path: string, backlog: number, mode: number): number;
+  /**
+   * prctl(PR_SET_CHILD_SUBREAPER): orphaned descendants are reparented to this process instead of PID 1 (used by
+   * the container waiter, src/upgrade/pid1.ts). Optional: an addon built before it lacks it.
+   */
+  setChildSubreaper?(on: boolean): void;
+  /**
+   * waitpid(pid, WNOHANG) for an adopted process (never one Node spawned: libuv would lose it): null while it runs,
+   * else its exit code (null when killed) and signal number (0 when it exited).
+   */
+  waitPid?(pid: number): { code: number | null; signal: number } | null;
 }
 
 let loaded: NativeAddon | undefined;
