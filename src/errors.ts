@@ -36,7 +36,7 @@ export const ERROR_CODES = {
   SDH_JOB_FAILED: 'A systemd job (start, stop, restart, reload) finished with a result other than "done".',
   SDH_PID_FILE: 'The PID file (or its directory) could not be written; the message names the path, the call and the errno.',
   SDH_MISSING_DEPENDENCY: 'An optional package a feature needs is not installed (dbus-next, for Systemd and the CLI\'s reload/status).',
-  SDH_PID1: 'An upgrade was refused because this process is PID 1 of its PID namespace (a container entry point): handing over and exiting would end the namespace.',
+  SDH_PID_ONE: 'An upgrade was refused because this process is PID 1 of its PID namespace (a container entry point): handing over and exiting would end the namespace.',
 } as const;
 
 /** A project error code, or the errno name of a failed system call. */
