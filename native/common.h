@@ -2,8 +2,9 @@
 // SdHandoffError class handed over by setErrorClass), argument checks, unix socket addresses and the
 // EINTR-safe primitives the synchronous and asynchronous calls share.
 //
-// glibc: the addon is built on glibc 2.36 but must load on 2.31 (Debian bullseye), so only libc functions
-// older than 2.31 are used; fstat goes through syscall() because glibc >= 2.33 exports it as fstat@GLIBC_2.33.
+// glibc: the addon is built on glibc 2.36 but its prebuilds must load on 2.28 (Debian buster, RHEL 8), so only
+// libc functions older than 2.28 are used; fstat goes through syscall() because glibc >= 2.33 exports it as
+// fstat@GLIBC_2.33.
 #pragma once
 
 #include <napi.h>
