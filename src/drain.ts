@@ -412,6 +412,18 @@ function stopListening(server: http.Server | net.Server): void {
 }
 
 /**
+ * Drains a tracked server with the drain its protocol needs: {@link drain} for HTTP/1.1 servers (`http.Server` and
+ * `https.Server`: the kind {@link trackConnections} recorded), {@link drainNet} for everything else. This is the one
+ * answer to "is this HTTP" for the Upgrader, pool workers and `auto`: `https.Server` is not an `http.Server`
+ * (it extends `tls.Server`), and deciding with `instanceof` sent HTTPS servers to drainNet, which threw.
+ */
+export function drainServer(server: net.Server, options: { timeoutMs?: number; graceMs?: number } = {}): Promise<DrainReport | DrainNetReport> {
+  const tracker = trackers.get(server);
+  if (tracker?.kind === 'http') return drain(server as http.Server, options);
+  return drainNet(server, options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs });
+}
+
+/**
  * Stop accepting on a raw `net.Server` and wait for its connections to end, destroying those left at `timeoutMs`.
  * Resolves with a {@link DrainNetReport}; never rejects; calling it again returns the same promise.
  */

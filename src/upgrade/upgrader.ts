@@ -29,7 +29,6 @@
 import { spawn as nodeSpawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import type dgram from 'node:dgram';
-import http from 'node:http';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { randomUUID } from 'node:crypto';
@@ -37,7 +36,7 @@ import { closeSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import { listenFds } from '../activation.js';
 import { createJournal, defaultIdentifier, redetectJournals, type Journal } from '../journal.js';
-import { drain, drainNet, trackConnections } from '../drain.js';
+import { drainServer, trackConnections } from '../drain.js';
 import { SdHandoffError, sdError, show } from '../errors.js';
 import { native, type NativeAddon } from '../native.js';
 import { Notifier, defaultNotifier } from '../notify.js';
@@ -1179,10 +1178,7 @@ export class Upgrader extends EventEmitter {
             return undefined;
           }
           if (!s.server) return undefined;
-          const opts = { timeoutMs };
-          return s.server instanceof http.Server
-            ? drain(s.server, { ...opts, graceMs: this.#o.drainGraceMs })
-            : drainNet(s.server, opts);
+          return drainServer(s.server, { timeoutMs, graceMs: this.#o.drainGraceMs });
         }),
       );
       await hooks;

@@ -14,10 +14,9 @@
  * Reads and unsets `SDH_WORKER` (see ./protocol.ts).
  */
 import { EventEmitter } from 'node:events';
-import http from 'node:http';
 import type net from 'node:net';
 import { checkStreamListener, serverFromFd } from '../activation.js';
-import { drain, drainNet, trackConnections } from '../drain.js';
+import { drainServer, trackConnections } from '../drain.js';
 import { sdError, show } from '../errors.js';
 import { native, type NativeAddon } from '../native.js';
 import { FIRST_WORKER_FD, isPrimaryMessage, parseWorkerEnv, WORKER_ENV, type WorkerEnv, type WorkerMessage } from './protocol.js';
@@ -150,7 +149,7 @@ export class Worker extends EventEmitter {
     this.#send({ sdh: 'draining' });
     const { drainTimeoutMs, drainGraceMs } = this.#env;
     const reports = await Promise.all(
-      this.#servers.map((s) => (typeof (s as http.Server).closeIdleConnections === 'function' ? drain(s as http.Server, { timeoutMs: drainTimeoutMs, graceMs: drainGraceMs }) : drainNet(s, { timeoutMs: drainTimeoutMs }))),
+      this.#servers.map((s) => drainServer(s, { timeoutMs: drainTimeoutMs, graceMs: drainGraceMs })),
     );
     this.emit('drained', reports);
     if (process.connected) process.disconnect();
