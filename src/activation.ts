@@ -37,7 +37,7 @@ export interface ListenFdsOptions {
   env?: NodeJS.ProcessEnv;
   /** Our pid (default `process.pid`). */
   pid?: number;
-  /** The addon (default: the loaded one). */
+  /** @internal Test seam: the addon (default: the loaded one). */
   addon?: NativeAddon;
 }
 
@@ -196,6 +196,7 @@ export interface ServerFromFdOptions {
   backlog?: number;
   /** Server to listen with (an `http.Server`, `https.Server`...). Default: a new `net.Server`. */
   server?: net.Server;
+  /** @internal Test seam: the addon (default: the loaded one). */
   addon?: NativeAddon;
 }
 
@@ -234,6 +235,7 @@ export async function serverFromFd<S extends net.Server = net.Server>(fd: number
 export interface SocketFromFdOptions {
   /** Socket to bind with; default a new `dgram.Socket` of the fd's family. */
   socket?: dgram.Socket;
+  /** @internal Test seam: the addon (default: the loaded one). */
   addon?: NativeAddon;
 }
 

@@ -17,14 +17,19 @@ import { SdHandoffError, sdError } from './errors.js';
 
 /** What {@link NativeAddon.describe} reports of a file descriptor. */
 export interface FdInfo {
+  /** The file descriptor described. */
   fd: number;
   /** File type from fstat: 'socket', 'file', 'dir', 'fifo', 'chr', 'blk', 'link' or 'unknown' (epoll/eventfd fds are 'unknown'). */
   kind: 'socket' | 'file' | 'dir' | 'fifo' | 'chr' | 'blk' | 'link' | 'unknown';
+  /** Device number from fstat (`st_dev`): with `ino`, tells whether two fds are the same open socket. */
   dev: bigint;
+  /** Inode number from fstat (`st_ino`). */
   ino: bigint;
   /** For sockets only (undefined otherwise). */
   type?: 'stream' | 'dgram' | 'seqpacket' | 'raw' | 'unknown';
+  /** Socket address family (SO_DOMAIN), for sockets only. */
   family?: 'inet' | 'inet6' | 'unix' | 'other';
+  /** Socket protocol number (SO_PROTOCOL: 6 TCP, 17 UDP, 0 for unix sockets), for sockets only. */
   protocol?: number;
   /** SO_ACCEPTCONN. */
   listening?: boolean;
@@ -36,8 +41,11 @@ export interface FdInfo {
 
 /** Unix credentials of a peer (SO_PEERCRED) or of a datagram's sender (SCM_CREDENTIALS). */
 export interface Credentials {
+  /** Process id of the peer. */
   pid: number;
+  /** Its user id. */
   uid: number;
+  /** Its group id. */
   gid: number;
 }
 

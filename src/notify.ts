@@ -21,11 +21,13 @@ export const FDNAME_MAX = 255;
 
 /** Injected world of a {@link Notifier}: tests pass fakes, the default uses the real process. */
 export interface NotifierOptions {
+  /** Where `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` are read (default `process.env`). */
   env?: NodeJS.ProcessEnv;
+  /** This process's pid, compared with `WATCHDOG_PID` (default `process.pid`). */
   pid?: number;
   /** CLOCK_MONOTONIC in microseconds (default: `process.hrtime.bigint()`, which libuv reads from CLOCK_MONOTONIC). */
   monotonicUsec?: () => bigint;
-  /** Returns the addon (default: the loaded one; only called when NOTIFY_SOCKET is set). */
+  /** @internal Test seam: returns the addon (default: the loaded one; only called when NOTIFY_SOCKET is set). */
   addon?: () => NativeAddon;
 }
 

@@ -17,9 +17,26 @@ import { checkFdName } from '../notify.js';
 export const INTERNAL_LISTEN = Symbol.for('sd-handoff.internal-listen');
 
 /** Where to bind a stream listener when nobody passed one. */
-export type StreamAddress = { port: number; host?: string } | { path: string };
+export type StreamAddress =
+  | {
+      /** TCP port (1-65535, or 0 for any free port). */
+      port: number;
+      /** IP address to bind (default: every address, as Node's `listen(port)`). */
+      host?: string;
+    }
+  | {
+      /** Unix socket path (absolute), or `@name` for an abstract socket. */
+      path: string;
+    };
 /** Where to bind a UDP socket when nobody passed one. */
-export type PacketAddress = { port: number; host?: string; type?: 'udp4' | 'udp6' };
+export type PacketAddress = {
+  /** UDP port. */
+  port: number;
+  /** Address to bind (default: every address). */
+  host?: string;
+  /** Socket type (default `udp4`, or `udp6` when `host` is an IPv6 address). */
+  type?: 'udp4' | 'udp6';
+};
 
 /** An fd this process holds, with its name and origin. */
 export interface HeldFd {

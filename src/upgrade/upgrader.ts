@@ -98,6 +98,7 @@ export const CONTROL_LISTENER = 'sdh-control';
 export interface UpgradeLogEntry {
   /** syslog priority: 3 error, 4 warning, 5 notice, 6 info, 7 debug. */
   priority: number;
+  /** `MESSAGE`: one line saying what happened, with the pids. */
   message: string;
   /** `SDH_EVENT`: upgrade-started, upgrade-ready, upgrade-failed, upgrade-took-over, draining, drained, exited, stopping... */
   event: string;
@@ -152,7 +153,6 @@ export interface UpgraderOptions {
    * the drain at once. `[]` for none.
    */
   stopSignals?: NodeJS.Signals[];
-  /** Signals that stop fast: close the listeners, exit 0 without draining (default `['SIGINT']`; `[]` for none). */
   /**
    * How much lower (nice value) the new version's CPU priority is until it took over (default 10; 0 for none), for
    * every thread of it. Applied only when running as root, the only case where the new version can raise itself back.
@@ -162,6 +162,7 @@ export interface UpgraderOptions {
   startupNice?: number;
   /** How long a graceful stop may drain before the remaining connections are closed (default: `drainTimeoutMs`). */
   stopTimeoutMs?: number;
+  /** Signals that stop fast: close the listeners, exit 0 without draining (default `['SIGINT']`; `[]` for none). */
   fastStopSignals?: NodeJS.Signals[];
   /** Path of the control socket (unix, mode 0600) that `sd-handoff upgrade` talks to (default `$SDH_CONTROL_SOCKET`). */
   controlSocket?: string;
@@ -329,8 +330,24 @@ export class Upgrader extends EventEmitter {
   #exitingResolve!: () => void;
   readonly #signalHandlers: Array<[NodeJS.Signals, () => void]> = [];
   readonly #drainHooks: Array<() => unknown> = [];
-  /** The last upgrade's outcome, for status reports. */
-  lastUpgrade: { ok: boolean; at: string; pid?: number; durationMs?: number; error?: string } | undefined;
+  /**
+   * The last upgrade's outcome, for status reports (`sd-handoff status` shows it); undefined before the first one. A
+   * new version receives its parent's, so it survives the handover.
+   */
+  lastUpgrade:
+    | {
+        /** Whether the new version took over. */
+        ok: boolean;
+        /** When it ended, as an ISO 8601 date. */
+        at: string;
+        /** The new version's pid (when ok). */
+        pid?: number;
+        /** From the trigger to the handover, in ms (when ok). */
+        durationMs?: number;
+        /** Why it failed (when not ok). */
+        error?: string;
+      }
+    | undefined;
 
   /** Resolves when this process must go: it handed over to a new version, or it is stopping. */
   readonly exiting: Promise<void>;
@@ -602,7 +619,23 @@ export class Upgrader extends EventEmitter {
    * closes. For a process that serves the fd some other way: a worker pool's primary passes it to its workers,
    * sd-handoff/auto serves it with the application's own server (and drains it with an {@link onDrain} hook).
    */
-  async holdListener(name: string, address: StreamAddress, options: { backlog?: number; mode?: number } = {}): Promise<{ name: string; fd: number; origin: string }> {
+  async holdListener(
+    name: string,
+    address: StreamAddress,
+    options: {
+      /** listen(2) backlog of a socket bound here (default 511, as Node's). */
+      backlog?: number;
+      /** File mode of a unix socket bound here. */
+      mode?: number;
+    } = {},
+  ): Promise<{
+    /** The listener's name. */
+    name: string;
+    /** Its fd, held by this Upgrader. */
+    fd: number;
+    /** Where it came from: `parent` (the upgrading parent), `systemd` or `fresh` (bound here). */
+    origin: string;
+  }> {
     this.#checkOpen('holdListener');
     const addr = checkStreamAddress(address);
     if (name === CONTROL_LISTENER) throw sdError('SDH_INVALID_NAME', `listener name ${show(name)} is reserved`, { name });
@@ -616,7 +649,20 @@ export class Upgrader extends EventEmitter {
   }
 
   /** Inherited listeners nobody has claimed yet (ready() closes them), with what they are bound to. */
-  unclaimedListeners(): Array<{ name: string; fd: number; origin: string; family?: string; address?: string; port?: number }> {
+  unclaimedListeners(): Array<{
+    /** The name it was passed under (LISTEN_FDNAMES, the fd store, or the parent's name for it). */
+    name: string;
+    /** Its fd. */
+    fd: number;
+    /** `parent` or `systemd`. */
+    origin: string;
+    /** `inet`, `inet6`, `unix` or `other`. */
+    family?: string;
+    /** The local address: IP text, or the unix socket path (`@` for abstract names). */
+    address?: string;
+    /** The local port, for inet and inet6. */
+    port?: number;
+  }> {
     return this.#listeners
       .all()
       .filter((h) => !h.claimed)
@@ -1241,7 +1287,14 @@ export class Upgrader extends EventEmitter {
   }
 
   /** Fds of the listeners this process holds, by name (for diagnostics and tests). */
-  heldListeners(): Array<{ name: string; fd: number; origin: string }> {
+  heldListeners(): Array<{
+    /** The listener's name. */
+    name: string;
+    /** Its fd. */
+    fd: number;
+    /** `parent`, `systemd` or `fresh`. */
+    origin: string;
+  }> {
     return this.#listeners.claimed().map((h) => ({ name: h.name, fd: h.fd, origin: h.origin }));
   }
 
