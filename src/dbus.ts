@@ -75,6 +75,7 @@ export interface UnitState {
   id: string;
   /** Its D-Bus object path. */
   path: string;
+  /** Its `Description=`. */
   description: string;
   /** `loaded`, `not-found`, `bad-setting`, `error`, `masked`. */
   loadState: string;
@@ -108,6 +109,7 @@ export interface UnitState {
 export interface ListenAddress {
   /** `Stream`, `Datagram`, `SequentialPacket`, `FIFO`, `Netlink`... */
   type: string;
+  /** The address as systemd prints it: `127.0.0.1:8080`, `[::]:80`, `/run/app.sock`... */
   address: string;
 }
 
@@ -121,17 +123,23 @@ export interface JobOptions {
 
 /** What a finished job reports. */
 export interface JobResult {
+  /** The unit the job was for. */
   unit: string;
+  /** The job's D-Bus object path. */
   job: string;
   /** Always `done`: any other result rejects with SDH_JOB_FAILED. */
   result: string;
+  /** From queueing the job to its end, in ms. */
   durationMs: number;
 }
 
 /** A change of a unit's properties: the interface, the new values and the names that changed without a value. */
 export interface PropertiesChange {
+  /** The D-Bus interface whose properties changed (`org.freedesktop.systemd1.Unit`, `...Service`). */
   interface: string;
+  /** New values by property name, as plain JavaScript values. */
   changed: Record<string, unknown>;
+  /** Properties that changed but whose new value was not sent. */
   invalidated: string[];
 }
 
@@ -287,6 +295,11 @@ export class Systemd {
     });
   }
 
+  /**
+   * Connects to the system bus (bounded by `timeoutMs`). Needs the optional dependency dbus-next.
+   *
+   * @throws {@link SdHandoffError} `SDH_DBUS` when the bus cannot be reached, `SDH_TIMEOUT` past the bound
+   */
   static async connect(options: ConnectOptions = {}): Promise<Systemd> {
     const timeoutMs = options.timeoutMs ?? 25_000;
     if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw sdError('SDH_INVALID_OPTION', `timeoutMs must be a positive number, got ${show(timeoutMs)}`);
@@ -411,15 +424,22 @@ export class Systemd {
     return (Array.isArray(v) ? v : []).map((pair) => ({ type: String((pair as unknown[])[0]), address: String((pair as unknown[])[1]) }));
   }
 
+  /** Starts unit `name` (`systemctl start`) and waits for the job; see the job rules below. */
   start(name: string, options?: JobOptions): Promise<JobResult> {
     return this.#job('StartUnit', name, options);
   }
+  /** Stops unit `name` (`systemctl stop`) and waits for the job. */
   stop(name: string, options?: JobOptions): Promise<JobResult> {
     return this.#job('StopUnit', name, options);
   }
+  /** Restarts unit `name` (`systemctl restart`) and waits for the job. */
   restart(name: string, options?: JobOptions): Promise<JobResult> {
     return this.#job('RestartUnit', name, options);
   }
+  /**
+   * Reloads unit `name` (`systemctl reload`) and waits for the job. For an sd-handoff service whose `ExecReload=` is
+   * `sd-handoff upgrade`, this is an upgrade, and a failed upgrade rejects with `SDH_JOB_FAILED`.
+   */
   reload(name: string, options?: JobOptions): Promise<JobResult> {
     return this.#job('ReloadUnit', name, options);
   }

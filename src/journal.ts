@@ -44,13 +44,21 @@ export const MEMFD_THRESHOLD = 256 * 1024;
 
 /** syslog(3) priorities, the values of `PRIORITY=`. */
 export const Priority = {
+  /** 0: the system is unusable. */
   EMERG: 0,
+  /** 1: action must be taken immediately. */
   ALERT: 1,
+  /** 2: critical condition (pino's `fatal`). */
   CRIT: 2,
+  /** 3: error (pino's `error`). */
   ERR: 3,
+  /** 4: warning. */
   WARNING: 4,
+  /** 5: normal but significant. */
   NOTICE: 5,
+  /** 6: informational (the default). */
   INFO: 6,
+  /** 7: debug (pino's `debug` and `trace`). */
   DEBUG: 7,
 } as const;
 export type PriorityLevel = 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7;
@@ -125,7 +133,9 @@ export interface JournalOptions {
   recheckMs?: number;
   /** Longest time the synchronous send at process exit waits for journald (default 2000 ms). */
   exitTimeoutMs?: number;
+  /** Where `JOURNAL_STREAM` is read to tell whether stderr is the journal (default `process.env`). */
   env?: NodeJS.ProcessEnv;
+  /** The command line the default `identifier` is derived from (default `process.argv`). */
   argv?: readonly string[];
   /** Returns the addon (default: the loaded one). */
   addon?: () => NativeAddon;
@@ -178,6 +188,7 @@ export interface Journal {
   readonly target: JournalTarget;
   /** The `SYSLOG_IDENTIFIER=` of its entries. */
   readonly identifier: string;
+  /** Counters of what was sent, dropped and written to stderr since the journal was created. */
   stats(): JournalStats;
   /** Flushes, closes the socket and unregisters the exit hook. Later entries go to stderr. Idempotent. */
   close(): Promise<void>;
@@ -296,6 +307,7 @@ export function fallbackLines(priority: number, message: string, exceptionText: 
 
 /** Options of {@link isJournalStream}. */
 export interface DetectOptions {
+  /** Where `JOURNAL_STREAM` is read (default `process.env`). */
   env?: NodeJS.ProcessEnv;
   addon?: () => NativeAddon;
 }

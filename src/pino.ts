@@ -29,7 +29,9 @@ export interface PinoDestinationOptions {
 
 /** What pino needs of a destination: `write(line)`, and `flush(cb)` for `logger.flush()`. */
 export interface PinoJournalDestination {
+  /** Writes one pino line (a JSON object) as one journal entry; never blocks on journald. */
   write(line: string): boolean;
+  /** Calls `cb` once every entry written so far has reached journald (or stderr), or with the error. */
   flush(cb?: (err?: Error | null) => void): void;
   /** The journal entries go through. */
   readonly journal: Journal;

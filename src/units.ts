@@ -43,11 +43,17 @@ export interface RenderOptions {
   exec: string;
   /** `--listen` addresses (see {@link parseListen}). */
   listen: string[];
+  /** `Description=` (default: the name and how it runs). */
   description?: string;
+  /** `User=` the service runs as (default: none, i.e. root). */
   user?: string;
+  /** `Group=` (default: none, i.e. the user's group). */
   group?: string;
+  /** Run a worker pool of this many workers (`WORKERS=` in the service's environment). */
   workers?: number;
+  /** `Type=` (default `notify`; `notify-reload` needs systemd >= 253 and drops `ExecReload=`). */
   type?: 'notify' | 'notify-reload';
+  /** Keep the listeners in systemd's fd store as well (`FileDescriptorStoreMax=`, and `FDSTORE=1` for the program). */
   fdstore?: boolean;
   /** WatchdogSec= in seconds. */
   watchdog?: number;
@@ -83,7 +89,9 @@ export const RUN_UNIT_DEFAULTS = { delayS: 1, timeoutS: 60, drainS: 30 } as cons
 
 /** One rendered file. */
 export interface RenderedUnit {
+  /** File name: `NAME.service`, `NAME.socket`, `NAME-FDNAME.socket`... */
   file: string;
+  /** The unit file's contents. */
   text: string;
 }
 
@@ -311,9 +319,11 @@ export function renderUnits(o: RenderOptions, load: (file: string) => string = (
 export interface VerifyResult {
   /** False when systemd-analyze is not installed. */
   available: boolean;
+  /** True when it ran, exited 0 and printed nothing. */
   ok: boolean;
   /** Every line it printed (warnings included). */
   output: string;
+  /** Its exit status (null when it was killed or did not run). */
   exitCode: number | null;
 }
 

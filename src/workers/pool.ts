@@ -37,9 +37,11 @@ import { setProcessNice } from '../upgrade/priority.js';
 
 /** A listener the pool holds and passes to every worker. */
 export interface PoolListener {
+  /** The listener's name (systemd's FileDescriptorName=, and the name a worker listens on). */
   name: string;
   /** Where to bind it when neither systemd nor the upgrading parent passed one of that name. */
   address: StreamAddress;
+  /** listen(2) backlog when bound here (default 511). */
   backlog?: number;
 }
 
@@ -55,9 +57,11 @@ export interface WorkerPoolOptions {
   execArgv?: string[];
   /** Extra environment of the workers (added to the primary's, minus LISTEN_*, NOTIFY_SOCKET, WATCHDOG_*, SDH_*). */
   env?: NodeJS.ProcessEnv;
+  /** Working directory of the workers (default the primary's). */
   cwd?: string;
   /** Number of workers (>= 1). */
   workers: number;
+  /** The listeners the primary holds and every worker serves. */
   listeners: PoolListener[];
   /** Workers allowed above `workers` while replacing (default 1). */
   maxSurge?: number;
@@ -71,11 +75,19 @@ export interface WorkerPoolOptions {
   healthTimeoutMs?: number;
   /** Drain bounds passed to the workers (defaults 30 000 and 1000 ms). */
   drainTimeoutMs?: number;
+  /** How long an idle keep-alive connection of a draining worker is left before it is closed (default 1000 ms). */
   drainGraceMs?: number;
   /** A stopping worker still alive after this long is killed (default drainTimeoutMs + 5000). */
   stopTimeoutMs?: number;
   /** Replacement delay of crashed workers: initialMs * 2^(failures-1), at most maxMs; failures reset once a worker stayed up resetAfterMs. */
-  backoff?: { initialMs?: number; maxMs?: number; resetAfterMs?: number };
+  backoff?: {
+    /** Delay before replacing the first crashed worker (default 100 ms). */
+    initialMs?: number;
+    /** Longest delay (default 10 000 ms). */
+    maxMs?: number;
+    /** How long a worker must stay up for the failure count to reset (default 10 000 ms). */
+    resetAfterMs?: number;
+  };
   /** Receives structured log entries (default: stderr lines). */
   log?: (entry: UpgradeLogEntry) => void;
   /** @internal */
@@ -84,13 +96,18 @@ export interface WorkerPoolOptions {
   spawn?: (command: string, args: string[], options: SpawnOptions) => ChildProcess;
 }
 
+/** A worker's life: started, reported ready, told to stop (draining), gone. */
 export type WorkerState = 'starting' | 'ready' | 'stopping' | 'exited';
 
 /** A worker as {@link WorkerPool.workers} reports it. */
 export interface WorkerInfo {
+  /** The pool's number for it (1, 2, ...; a replacement gets a new one). */
   id: number;
+  /** Its process id. */
   pid: number;
+  /** Which rolling restart started it (0 for the workers started with the pool). */
   generation: number;
+  /** Where it is in its life. */
   state: WorkerState;
   /** ms since the pool started, when it became ready. */
   readyAt?: number;
@@ -98,8 +115,11 @@ export interface WorkerInfo {
 
 /** What a rollout did. */
 export interface RolloutResult {
+  /** Pids of the new workers. */
   started: number[];
+  /** Pids of the workers they replaced. */
   retired: number[];
+  /** How long the rollout took, in ms. */
   durationMs: number;
 }
 
