@@ -26,6 +26,15 @@ export {
   type StreamAddress,
   type PacketAddress,
 } from './upgrade/index.js';
+export type {
+  UpgraderEvents,
+  UpgradeStartedEvent,
+  ExitingEvent,
+  DrainedEvent,
+  WorkerPoolEvents,
+  WorkerExitEvent,
+  WorkerEvents,
+} from './events.js';
 export { drain, drainNet, trackConnections, type DrainOptions, type DrainReport, type DrainNetOptions, type DrainNetReport } from './drain.js';
 export { writePidFile, readPidFile } from './pidfile.js';
 export {

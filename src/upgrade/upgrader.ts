@@ -38,6 +38,7 @@ import { listenFds } from '../activation.js';
 import { createJournal, defaultIdentifier, redetectJournals, type Journal } from '../journal.js';
 import { drainServer, trackConnections } from '../drain.js';
 import { SdHandoffError, sdError, show } from '../errors.js';
+import type { UpgraderEvents } from '../events.js';
 import { native, type NativeAddon } from '../native.js';
 import { Notifier, defaultNotifier } from '../notify.js';
 import { checkPidFilePath, removePidFile, writePidFile } from '../pidfile.js';
@@ -300,7 +301,7 @@ function journalLog(entry: UpgradeLogEntry): void {
  * {@link Upgrader.ready}. Events: `'upgrade'` (started), `'upgraded'` ({@link UpgradeResult}), `'upgrade-failed'`
  * (error), `'exiting'` (this old process must stop), `'drained'`.
  */
-export class Upgrader extends EventEmitter {
+export class Upgrader extends EventEmitter<UpgraderEvents> {
   #state: StateName = State.STARTING;
   readonly #o: Required<Pick<UpgraderOptions, 'upgradeTimeoutMs' | 'drainTimeoutMs' | 'drainGraceMs' | 'fdStore' | 'exitWhenDrained' | 'startupNice'>> &
     UpgraderOptions;

@@ -28,6 +28,7 @@
 import { spawn as nodeSpawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { sdError, SdHandoffError, show } from '../errors.js';
+import type { WorkerPoolEvents } from '../events.js';
 import { defaultNotifier, type Notifier } from '../notify.js';
 import type { StreamAddress } from '../upgrade/listeners.js';
 import { STDERR_FD, STDOUT_FD } from '../upgrade/protocol.js';
@@ -163,7 +164,7 @@ const DROP_ENV = /^(LISTEN_|WATCHDOG_|NOTIFY_SOCKET$|SDH_UPGRADE$|SDH_CONTROL_SO
  * {@link WorkerPool.start}, then `upg.ready()`. Events: `'worker-ready'`, `'worker-exit'`, `'worker-unhealthy'`
  * (each with a {@link WorkerInfo}), `'rollout-failed'` (error).
  */
-export class WorkerPool extends EventEmitter {
+export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   readonly #upg: Upgrader;
   readonly #o: WorkerPoolOptions;
   readonly #n: number;

@@ -18,6 +18,7 @@ import type net from 'node:net';
 import { checkStreamListener, serverFromFd } from '../activation.js';
 import { drainServer, trackConnections } from '../drain.js';
 import { sdError, show } from '../errors.js';
+import type { WorkerEvents } from '../events.js';
 import { native, type NativeAddon } from '../native.js';
 import { FIRST_WORKER_FD, isPrimaryMessage, parseWorkerEnv, WORKER_ENV, type WorkerEnv, type WorkerMessage } from './protocol.js';
 
@@ -46,7 +47,7 @@ export interface WorkerListenOptions<S extends net.Server> {
 /**
  * A worker process of a pool. Events: `'exiting'` (told to stop: drain is starting), `'drained'`.
  */
-export class Worker extends EventEmitter {
+export class Worker extends EventEmitter<WorkerEvents> {
   readonly #env: WorkerEnv;
   readonly #addon: NativeAddon;
   readonly #exit: (code: number) => void;
