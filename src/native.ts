@@ -8,8 +8,10 @@
  * or path; the errno name is computed here with `util.getSystemErrorName()` so the addon needs no newer glibc.
  *
  * On an OS other than Linux nothing is loaded: {@link nativeAvailable} is false and {@link native} throws
- * `SDH_UNSUPPORTED_PLATFORM`, so importing the package never fails.
+ * `SDH_UNSUPPORTED_PLATFORM`, so importing the package never fails. On Linux the addon comes from a prebuild shipped
+ * in the package (prebuilds/linux-x64, linux-arm64; glibc) or from a build from source (docs/install.md).
  */
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -146,49 +148,176 @@ export interface NativeAddon {
   waitPid?(pid: number): { code: number | null; signal: number } | null;
 }
 
-let loaded: NativeAddon | undefined;
-let loadError: SdHandoffError | undefined;
+/** The C library of a Linux system: prebuilds are tagged with it, a glibc binary does not load on musl. */
+export type Libc = 'glibc' | 'musl';
+
+/** Arches the package ships a glibc prebuild for (scripts/prebuild.mjs). */
+export const PREBUILT_ARCHES: readonly string[] = ['x64', 'arm64'];
+
+/**
+ * What the loader looks at, so a test can check the advice given on a platform it does not run on.
+ * @internal
+ */
+export interface LoaderWorld {
+  platform: string;
+  arch: string;
+  /** Linux only; undefined elsewhere. */
+  libc: Libc | undefined;
+  /** The package root: prebuilds/ and build/ are under it. */
+  root: string;
+  env: NodeJS.ProcessEnv;
+  /** Names in a directory, [] when it does not exist. */
+  readdir(dir: string): string[];
+  /** Loads a .node file; throws when it cannot. */
+  load(file: string): unknown;
+}
+
+/** One place the loader tries: where it comes from decides the advice when nothing loads. @internal */
+export interface Candidate {
+  file: string;
+  kind: 'override' | 'prebuild' | 'build';
+}
 
 /** Directory of the package root (works from `src/` under tsx and from `dist/`). */
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
-/** Paths tried, in order. `SD_HANDOFF_NATIVE` (a full path to the .node file) goes first when set. */
-export function candidatePaths(env: NodeJS.ProcessEnv = process.env): string[] {
-  const list = [
-    path.join(packageRoot, 'build', 'Release', 'sd_handoff.node'),
-    path.join(packageRoot, 'build', 'Debug', 'sd_handoff.node'),
-  ];
-  const override = env.SD_HANDOFF_NATIVE;
-  return override ? [override, ...list] : list;
+/**
+ * The C library this process runs on: the program interpreter named in node's own ELF header (`ld-musl-*` or
+ * `ld-linux-*`, within its first page), else musl when /etc/alpine-release exists (node-gyp-build's test).
+ * @internal
+ */
+export function detectLibc(exe: string = process.execPath): Libc {
+  try {
+    const fd = fs.openSync(exe, 'r');
+    const head = Buffer.alloc(4096);
+    try {
+      fs.readSync(fd, head, 0, head.length, 0);
+    } finally {
+      fs.closeSync(fd);
+    }
+    const text = head.toString('latin1');
+    if (text.includes('/ld-musl-')) return 'musl';
+    if (text.includes('/ld-linux')) return 'glibc';
+  } catch {
+    // An unreadable or static node: fall back to the distribution check.
+  }
+  return fs.existsSync('/etc/alpine-release') ? 'musl' : 'glibc';
 }
 
-function load(): NativeAddon {
-  if (loaded) return loaded;
-  if (loadError) throw loadError;
-  if (process.platform !== 'linux') {
-    loadError = sdError('SDH_UNSUPPORTED_PLATFORM', `sd-handoff's systemd features need Linux; this is ${process.platform}`);
-    throw loadError;
-  }
+/** The real process, for {@link loadNative}. @internal */
+export function defaultWorld(): LoaderWorld {
   const require = createRequire(import.meta.url);
+  return {
+    platform: process.platform,
+    arch: process.arch,
+    libc: process.platform === 'linux' ? detectLibc() : undefined,
+    root: packageRoot,
+    env: process.env,
+    readdir: (dir) => {
+      try {
+        return fs.readdirSync(dir);
+      } catch {
+        return [];
+      }
+    },
+    load: (file) => require(file),
+  };
+}
+
+/**
+ * How well a prebuild file name (prebuildify's `<name>[.<tag>...].node`) suits `libc`: 2 tagged with it, 1 untagged,
+ * -1 not at all (tagged with the other libc, or not a .node file: a glibc binary must never be tried on musl).
+ */
+function prebuildRank(name: string, libc: Libc | undefined): number {
+  if (!name.endsWith('.node')) return -1;
+  const tags = name.split('.').slice(1, -1);
+  const tagged = tags.find((t) => t === 'glibc' || t === 'musl');
+  if (tagged === undefined) return 1;
+  return tagged === libc ? 2 : -1;
+}
+
+/**
+ * Files tried, in order: `SD_HANDOFF_NATIVE` (a full path to a .node file) when set, then the matching prebuild
+ * (`prebuilds/<platform>-<arch>/`, libc-tagged as node-gyp-build reads them), then a local build (build/Release,
+ * build/Debug: `npm run build:native`, or the install script's build from source).
+ * @internal
+ */
+export function candidates(world: LoaderWorld): Candidate[] {
+  const list: Candidate[] = [];
+  const override = world.env.SD_HANDOFF_NATIVE;
+  if (override) list.push({ file: override, kind: 'override' });
+  const dir = path.join(world.root, 'prebuilds', `${world.platform}-${world.arch}`);
+  const prebuilds = world
+    .readdir(dir)
+    .map((name) => ({ name, rank: prebuildRank(name, world.libc) }))
+    .filter((p) => p.rank > 0)
+    .sort((a, b) => b.rank - a.rank);
+  for (const p of prebuilds) list.push({ file: path.join(dir, p.name), kind: 'prebuild' });
+  for (const type of ['Release', 'Debug']) list.push({ file: path.join(world.root, 'build', type, 'sd_handoff.node'), kind: 'build' });
+  return list;
+}
+
+/** What to do when nothing loaded, for this platform (see docs/install.md). */
+function advice(world: LoaderWorld, prebuildFailed: boolean): string {
+  const rebuild = 'run `npm rebuild sd-handoff`';
+  const target = `${world.platform}-${world.arch}-${world.libc ?? 'unknown'}`;
+  if (world.libc !== 'glibc' || !PREBUILT_ARCHES.includes(world.arch)) {
+    return `no prebuild for ${target}: install build-essential python3 (or build-base python3 on Alpine) and ${rebuild} to build it from source`;
+  }
+  if (prebuildFailed) {
+    return `the prebuild for ${target} is there but did not load (it needs glibc >= 2.28): install build-essential python3 and ${rebuild} to build from source`;
+  }
+  return `reinstall sd-handoff, the prebuild for ${target} is missing from ${path.join(world.root, 'prebuilds')} (in a git checkout: \`npm run build:prebuilds\` or \`npm run build:native\`)`;
+}
+
+/**
+ * Loads the addon from the first candidate that loads. Throws `SDH_UNSUPPORTED_PLATFORM` off Linux, and
+ * `SDH_NATIVE_UNAVAILABLE` listing every path tried, with its error, and what to do.
+ * @internal
+ */
+export function loadNative(world: LoaderWorld): { addon: NativeAddon; file: string } {
+  if (world.platform !== 'linux') {
+    throw sdError('SDH_UNSUPPORTED_PLATFORM', `sd-handoff's systemd features need Linux; this is ${world.platform}`);
+  }
   const tried: string[] = [];
-  for (const candidate of candidatePaths()) {
+  const list = candidates(world);
+  if (!list.some((c) => c.kind === 'prebuild')) {
+    tried.push(`  ${path.join(world.root, 'prebuilds', `${world.platform}-${world.arch}`)}/: no prebuild for ${world.libc}`);
+  }
+  let prebuildFailed = false;
+  for (const { file, kind } of list) {
     try {
-      const addon = require(candidate) as NativeAddon;
+      const addon = world.load(file) as NativeAddon;
       addon.setErrorClass(SdHandoffError);
-      loaded = addon;
-      return addon;
+      return { addon, file };
     } catch (err) {
-      tried.push(`  ${candidate}: ${(err as Error).message.split('\n')[0]}`);
+      if (kind === 'prebuild') prebuildFailed = true;
+      const label = kind === 'override' ? `SD_HANDOFF_NATIVE=${file}` : file;
+      tried.push(`  ${label}: ${(err as Error).message.split('\n')[0]}`);
     }
   }
-  loadError = sdError(
+  throw sdError(
     'SDH_NATIVE_UNAVAILABLE',
-    `could not load the sd-handoff native addon (run \`npm rebuild sd-handoff\`); tried:\n${tried.join('\n')}`,
+    `could not load the sd-handoff native addon; tried:\n${tried.join('\n')}\n${advice(world, prebuildFailed)}`,
   );
-  throw loadError;
 }
 
-/** True when the addon is (or can be) loaded: Linux with a built addon. Never throws. */
+let loaded: { addon: NativeAddon; file: string } | undefined;
+let loadError: SdHandoffError | undefined;
+
+function load(): NativeAddon {
+  if (loaded) return loaded.addon;
+  if (loadError) throw loadError;
+  try {
+    loaded = loadNative(defaultWorld());
+    return loaded.addon;
+  } catch (err) {
+    loadError = err as SdHandoffError;
+    throw err;
+  }
+}
+
+/** True when the addon is (or can be) loaded: Linux with a matching prebuild or a local build. Never throws. */
 export function nativeAvailable(): boolean {
   try {
     load();
@@ -201,4 +330,9 @@ export function nativeAvailable(): boolean {
 /** The loaded addon. Throws SDH_UNSUPPORTED_PLATFORM off Linux, SDH_NATIVE_UNAVAILABLE when it cannot load. */
 export function native(): NativeAddon {
   return load();
+}
+
+/** The .node file the addon was loaded from, or undefined when it is not loaded (yet). @internal */
+export function nativeFile(): string | undefined {
+  return loaded?.file;
 }
