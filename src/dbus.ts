@@ -63,7 +63,7 @@ export interface ConnectOptions {
   address?: string;
   /** Bound on connecting and on every call (default 25 000 ms, as libdbus's default). */
   timeoutMs?: number;
-  /** Use this transport instead of connecting (tests). */
+  /** @internal Test seam: use this transport instead of connecting. */
   bus?: Bus;
   /** @internal Environment to read the address from (default process.env). */
   env?: NodeJS.ProcessEnv;

@@ -2,7 +2,7 @@
  * sd-handoff: zero-downtime upgrades, reloads and restarts for Node.js services under systemd.
  * This module only re-exports the public surface.
  */
-export { SdHandoffError, ERROR_CODES, type ErrorCode } from './errors.js';
+export { SdHandoffError, ERROR_CODES, type ErrorCode, type ErrorDetails } from './errors.js';
 export {
   listenFds,
   serverFromFd,
@@ -19,6 +19,8 @@ export {
   Upgrader,
   State,
   controlRequest,
+  type ControlRequestOptions,
+  type StateName,
   type UpgraderOptions,
   type UpgradeResult,
   type ListenOptions,
@@ -48,6 +50,8 @@ export {
   type JournalOptions,
   type JournalStats,
   type JournalTarget,
+  type LineWriter,
+  type DetectOptions as JournalDetectOptions,
   type Fields as JournalFields,
   type FieldValue as JournalFieldValue,
 } from './journal.js';
@@ -61,4 +65,4 @@ export {
   type JobResult,
   type PropertiesChange,
 } from './dbus.js';
-export { renderUnits, parseListen, verifyUnits, verifyRendered, type RenderOptions, type RenderedUnit, type Listener, type VerifyResult } from './units.js';
+export { renderUnits, parseListen, verifyUnits, verifyRendered, type RenderOptions, type RenderedUnit, type Listener, type VerifyResult, type RunReady } from './units.js';

@@ -115,7 +115,7 @@ export interface JournalOptions {
   levelPrefix?: boolean;
   /** journald's socket (default {@link JOURNAL_SOCKET}). */
   socketPath?: string;
-  /** SO_SNDBUF to ask for (default {@link JOURNAL_SNDBUF}). */
+  /** SO_SNDBUF to ask for (default 8 MiB). */
   sndbuf?: number;
   /**
    * Entries of at least this many bytes go in a sealed memfd without trying a datagram first (default 256 KiB).
@@ -137,20 +137,20 @@ export interface JournalOptions {
   env?: NodeJS.ProcessEnv;
   /** The command line the default `identifier` is derived from (default `process.argv`). */
   argv?: readonly string[];
-  /** Returns the addon (default: the loaded one). */
+  /** @internal Test seam: returns the addon (default: the loaded one). */
   addon?: () => NativeAddon;
   /** Where fallback lines go (default `process.stderr`). */
   stderr?: LineWriter;
-  /** Milliseconds clock (default `performance.now`). */
+  /** @internal Test seam: milliseconds clock (default `performance.now`). */
   now?: () => number;
   /**
-   * Runs `fn` after `ms`; returns a cancel function. The timer is unref'd unless `keepAlive` (a pending flush():
+   * @internal Test seam: runs `fn` after `ms`; returns a cancel function. The timer is unref'd unless `keepAlive` (a pending flush():
    * whoever awaits it wants the process to live until it resolves or times out).
    */
   schedule?: (fn: () => void, ms: number, keepAlive?: boolean) => () => void;
-  /** Blocks for `ms` (default Atomics.wait); only used by the synchronous send at exit. */
+  /** @internal Test seam: blocks for `ms` (default Atomics.wait); only used by the synchronous send at exit. */
   sleepSync?: (ms: number) => void;
-  /** Registers the synchronous drain to run on process exit; returns an unregister function. */
+  /** @internal Test seam: registers the synchronous drain to run on process exit; returns an unregister function. */
   onExit?: (fn: () => void) => () => void;
 }
 
@@ -309,6 +309,7 @@ export function fallbackLines(priority: number, message: string, exceptionText: 
 export interface DetectOptions {
   /** Where `JOURNAL_STREAM` is read (default `process.env`). */
   env?: NodeJS.ProcessEnv;
+  /** @internal Test seam: returns the addon (default: the loaded one). */
   addon?: () => NativeAddon;
 }
 

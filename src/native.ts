@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { SdHandoffError, sdError } from './errors.js';
 
-/** What {@link NativeAddon.describe} reports of a file descriptor. */
+/** What the addon reports of a file descriptor (fstat and getsockopt): the `info` of each {@link ListenFd}. */
 export interface FdInfo {
   /** The file descriptor described. */
   fd: number;

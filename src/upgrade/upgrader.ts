@@ -177,7 +177,10 @@ export interface UpgraderOptions {
   fdStore?: boolean;
   /** Exit the process (status 0) once the old version has drained (default true). */
   exitWhenDrained?: boolean;
-  /** Receives the structured log entries (default: the journal, see {@link upgradeLogFields}). */
+  /**
+   * Receives the structured log entries (default: the journal, each field of the entry as `SDH_<NAME>`, so that
+   * `journalctl SDH_EVENT=upgrade-failed` finds them).
+   */
   log?: (entry: UpgradeLogEntry) => void;
 
   /** @internal Injected world, for tests. */
