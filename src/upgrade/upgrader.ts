@@ -45,6 +45,7 @@ import { checkPidFilePath, removePidFile, writePidFile } from '../pidfile.js';
 import { ControlServer, KEEP, type ControlContext } from './control.js';
 import { offerListeners, sendLine, TakeoverClient } from './takeover.js';
 import { setProcessNice } from './priority.js';
+import { ContainerGuard } from './pid1.js';
 import {
   bindPacket,
   bindStream,
@@ -321,6 +322,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   #takeover: { client: TakeoverClient; oldPid: number; path: string } | undefined;
   readonly #takeoverPath: string | undefined;
   readonly #takeoverReportFd: number | undefined;
+  readonly #container: ContainerGuard;
   #channel: net.Socket | undefined;
   #control: ControlServer | undefined;
   #readyPromise: Promise<void> | undefined;
@@ -386,6 +388,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     delete this.#env.SDH_TAKEOVER_REPORT_FD;
     this.#takeoverPath = this.#upgradeEnv ? undefined : options.takeover ?? (takeoverEnv || undefined);
     this.#takeoverReportFd = reportEnv && /^\d+$/.test(reportEnv) ? Number(reportEnv) : undefined;
+    this.#container = new ContainerGuard({ pid: this.#pid, ppid: options.ppid ?? process.ppid, env: this.#env, addon: this.#addon, log: (e) => this.#emitLog(e), upgradeChild: this.#upgradeEnv !== undefined || this.#takeoverPath !== undefined });
   }
 
   /**
@@ -866,6 +869,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
    * exits, crashes or times out, in which case this process keeps serving. Only one upgrade runs at a time.
    */
   upgrade(): Promise<UpgradeResult> {
+    const refused = this.#container.refusal('upgrade');
+    if (refused) return Promise.reject(refused);
     if (this.#currentUpgrade) {
       const pid = this.#currentUpgrade.child?.pid;
       return Promise.reject(sdError('SDH_UPGRADE_IN_PROGRESS', `an upgrade is already in progress${pid ? ` (new pid ${pid})` : ''}`, { pid }));
@@ -933,6 +938,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   /** Old side, after MAINPID= went to `pid`: record, log, and start draining. */
   #handedOver(id: string, pid: number, durationMs: number, child?: ChildProcess): UpgradeResult {
     this.#notifier.stopWatchdog();
+    this.#container.handedOver(child);
     const result: UpgradeResult = { pid, oldPid: this.#pid, durationMs };
     this.#emitLog({
       priority: 5,
@@ -973,6 +979,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
 
   /** Old side of a takeover, on the control connection of the process taking over. */
   async #offerTakeover(ctx: ControlContext): Promise<typeof KEEP> {
+    const refused = this.#container.refusal('takeover');
+    if (refused) throw refused;
     if (this.#currentUpgrade) {
       const pid = this.#currentUpgrade.child?.pid;
       throw sdError('SDH_UPGRADE_IN_PROGRESS', `an upgrade is already in progress${pid ? ` (new pid ${pid})` : ''}`, { pid });
@@ -1257,7 +1265,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
           await defaultJournal.flush(1000).catch(() => {});
           await new Promise((r) => setTimeout(r, 200));
         }
-        this.#exit(0);
+        this.#exit(await this.#container.exitStatus());
       }
     })();
     return work;
