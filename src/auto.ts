@@ -28,6 +28,8 @@
  * This is the `import` entry: it waits (top-level await) until the Upgrader exists, so the application loads after
  * it and {@link upgrader} is there from its first line. `node --require sd-handoff/auto` and `require()` get
  * ./auto-require.ts instead, the same install without the await (docs/modules.md).
+ *
+ * @module sd-handoff/auto
  */
 import { startAuto } from './auto-install.js';
 import type { Upgrader } from './upgrade/upgrader.js';

@@ -1,6 +1,8 @@
 /**
  * sd-handoff: zero-downtime upgrades, reloads and restarts for Node.js services under systemd.
  * This module only re-exports the public surface.
+ *
+ * @module sd-handoff
  */
 export { SdHandoffError, ERROR_CODES, type ErrorCode, type ErrorDetails } from './errors.js';
 export {

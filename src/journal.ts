@@ -93,6 +93,7 @@ export interface JournalStats {
 
 /** Something to write fallback lines to (default: `process.stderr`). */
 export interface LineWriter {
+  /** Writes `chunk` (whole lines); `callback` once it is written, as a Node stream's `write()`. */
   write(chunk: string, callback?: (err?: Error | null) => void): boolean;
 }
 

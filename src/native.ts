@@ -296,9 +296,13 @@ export function loadNative(world: LoaderWorld): { addon: NativeAddon; file: stri
       tried.push(`  ${label}: ${(err as Error).message.split('\n')[0]}`);
     }
   }
+  // scripts/install.mjs leaves node-gyp's output there when its build from source failed.
+  const log = world.readdir(path.join(world.root, 'build')).includes('sd-handoff-install.log')
+    ? `\nthe build from source at install failed: see ${path.join(world.root, 'build', 'sd-handoff-install.log')}`
+    : '';
   throw sdError(
     'SDH_NATIVE_UNAVAILABLE',
-    `could not load the sd-handoff native addon; tried:\n${tried.join('\n')}\n${advice(world, prebuildFailed)}`,
+    `could not load the sd-handoff native addon; tried:\n${tried.join('\n')}\n${advice(world, prebuildFailed)}${log}`,
   );
 }
 

@@ -11,9 +11,13 @@
  *
  * pino is a peer dependency: nothing here imports it, so using sd-handoff without pino costs nothing.
  *
- *     import pino from 'pino';
- *     import { journalDestination } from 'sd-handoff/pino';
- *     const log = pino({ level: 'debug' }, journalDestination());
+ * ```js
+ * import pino from 'pino';
+ * import { journalDestination } from 'sd-handoff/pino';
+ * const log = pino({ level: 'debug' }, journalDestination());
+ * ```
+ *
+ * @module sd-handoff/pino
  */
 import { createJournal, FIELD_NAME_MAX, Priority, type Fields, type Journal, type JournalOptions } from './journal.js';
 

@@ -87,6 +87,7 @@ export const State = {
   /** Stopped. */
   STOPPED: 'stopped',
 } as const;
+/** One of the {@link State} values: what {@link Upgrader.state} returns. */
 export type StateName = (typeof State)[keyof typeof State];
 
 /** Reserved listener name of the control socket. */

@@ -144,6 +144,12 @@ describe('when nothing loads, the message lists every path tried and says what t
     expect(err.message).toContain(`${ROOT}/prebuilds/linux-${arch}/: no prebuild for ${libc}`);
   });
 
+  it("points to the install script's log when its build from source failed", () => {
+    const err = failure(world({ libc: 'musl', dirs: { [`${ROOT}/build`]: ['sd-handoff-install.log'] } }));
+    expect(err.message.split('\n').at(-1)).toBe(`the build from source at install failed: see ${ROOT}/build/sd-handoff-install.log`);
+    expect(failure(world({ libc: 'musl' })).message).not.toContain('sd-handoff-install.log');
+  });
+
   it('a musl system never loads the glibc prebuild shipped for its arch', () => {
     const w = world({ libc: 'musl', dirs: { [x64Dir]: ['sd-handoff.glibc.node'] }, loads: [x64Glibc] });
     expect(failure(w).message).toContain('no prebuild for linux-x64-musl');

@@ -1,0 +1,63 @@
+#!/usr/bin/env node
+// The package's install script (npm install, npm rebuild). Never fails the install:
+//  - off Linux: nothing to build (the package imports; systemd features report "not supported");
+//  - a prebuild matching this system loads (prebuilds/linux-x64, linux-arm64, glibc): nothing to do;
+//  - otherwise (musl, another arch, glibc older than 2.28, or --build-from-source): build from source with node-gyp,
+//    its output in build/sd-handoff-install.log; when that fails, ONE message saying what to install.
+// In a git checkout (not under node_modules) it builds from source as `npm run build:native` does and fails when
+// that fails: contributors need the toolchain, and their build/Release is what they test.
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { packageRoot, runNodeGyp } from './build-native.mjs';
+
+/** Where the build from source writes node-gyp's output (src/native.ts points to it when nothing loads). */
+export const INSTALL_LOG = path.join(packageRoot, 'build', 'sd-handoff-install.log');
+
+/** The loader in dist/ (shipped), or undefined when dist/ is not built (a fresh checkout). */
+async function loader() {
+  const file = path.join(packageRoot, 'dist', 'native.js');
+  if (!existsSync(file)) return undefined;
+  return import(pathToFileURL(file).href);
+}
+
+/** The file the loader takes here, or undefined with the reason. */
+function tryLoad(mod) {
+  try {
+    return { file: mod.loadNative(mod.defaultWorld()).file };
+  } catch (err) {
+    return { error: err.message };
+  }
+}
+
+function buildFromSource() {
+  const r = runNodeGyp(packageRoot, { stdio: 'pipe' });
+  mkdirSync(path.dirname(INSTALL_LOG), { recursive: true });
+  const why = r.error ? `could not run node-gyp: ${r.error.message}\n` : '';
+  writeFileSync(INSTALL_LOG, `${why}${r.stdout ?? ''}${r.stderr ?? ''}\nexit status: ${r.status ?? r.signal}\n`);
+  return r.status === 0;
+}
+
+async function main() {
+  if (process.platform !== 'linux') {
+    console.log(`sd-handoff: ${process.platform} is not Linux; no native addon (systemd features will report "not supported").`);
+    return 0;
+  }
+  if (!packageRoot.split(path.sep).includes('node_modules')) return runNodeGyp(packageRoot).status ?? 1;
+  const mod = await loader();
+  const fromSource = process.env.npm_config_build_from_source === 'true';
+  if (mod && !fromSource && tryLoad(mod).file) return 0;
+  const built = buildFromSource();
+  const after = mod ? tryLoad(mod) : { file: built ? 'build/Release' : undefined };
+  if (after.file) return 0;
+  const libc = mod?.detectLibc() ?? 'glibc';
+  console.error(
+    `sd-handoff: no prebuilt addon loads on linux-${process.arch}-${libc} and building it from source failed (log: ${INSTALL_LOG}).\n`
+      + '  Install a compiler and Python: apt-get install build-essential python3 (Alpine: apk add build-base python3),\n'
+      + '  then run: npm rebuild sd-handoff\n'
+      + '  Until then sd-handoff installs and imports, but its systemd features are unavailable (SDH_NATIVE_UNAVAILABLE).',
+  );
+  return 0;
+}
+
+process.exit(await main());
