@@ -8,8 +8,9 @@
  * SO_PEERCRED uid is root or the service's own uid.
  */
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { SdHandoffError, sdError, show } from '../errors.js';
-import type { NativeAddon } from '../native.js';
+import { native, type NativeAddon } from '../native.js';
 import { lineReader } from './protocol.js';
 
 /** What a command handler is given: the request, the peer, and the connection for commands that keep it. */
@@ -37,7 +38,14 @@ export interface ControlServerOptions {
   allowedUid: number;
   handlers: Record<string, Handler>;
   log: (message: string) => void;
+  /** How long a connection may wait before sending its request (default 10 000 ms); then it is closed. */
+  requestIdleMs?: number;
+  /** Monotonic clock in ms for the refusal log's rate limit; injected by tests. */
+  now?: () => number;
 }
+
+/** At most one "refused" log line per this many ms; the next one says how many were refused in between. */
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
 
 /** Serves the control socket. */
 export class ControlServer {
@@ -61,6 +69,7 @@ export class ControlServer {
   }
 
   #accept(socket: net.Socket): void {
+    socket.on('error', () => {});
     const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
     let cred: { pid: number; uid: number; gid: number } | undefined;
     try {
@@ -69,26 +78,50 @@ export class ControlServer {
       cred = undefined;
     }
     if (!cred || (cred.uid !== 0 && cred.uid !== this.options.allowedUid)) {
-      this.options.log(`control socket: refused a peer (${cred ? `pid ${cred.pid} uid ${cred.uid}` : 'no credentials'})`);
-      socket.end(`${JSON.stringify({ ok: false, code: 'SDH_PERMISSION', error: 'not allowed: only root and the service user may control it' })}\n`);
+      this.#refuse(socket, cred);
       return;
     }
     this.#sockets.add(socket);
     socket.once('close', () => this.#sockets.delete(socket));
-    socket.on('error', () => {});
+    // Until its request has come, a connection may only wait so long: an idle peer must not hold an fd for good.
+    socket.setTimeout(this.options.requestIdleMs ?? 10_000, () => socket.destroy());
     let route: ((msg: Record<string, unknown>) => void) | undefined;
+    let dispatched = false;
     const peer = cred;
-    socket.on(
-      'data',
-      lineReader(
-        (msg) => {
-          if (route) route(msg as Record<string, unknown>);
-          else void this.#handle({ msg: msg as Record<string, unknown>, socket, fd: fd!, cred: peer, route: (fn) => (route = fn) });
-        },
-        (line) => this.#answer(socket, { ok: false, code: 'SDH_PROTOCOL', error: `not a JSON request: ${show(line)}` }),
-      ),
-    );
+    const onMessage = (msg: unknown): void => {
+      if (route) return route(msg as Record<string, unknown>);
+      // One request per connection: what follows the first request on the same connection is not a command.
+      if (dispatched) return;
+      dispatched = true;
+      socket.setTimeout(0);
+      void this.#handle({ msg: msg as Record<string, unknown>, socket, fd: fd!, cred: peer, route: (fn) => (route = fn) });
+    };
+    const onBad = (line: string): void => {
+      if (route || dispatched) return;
+      dispatched = true;
+      this.#answer(socket, { ok: false, code: 'SDH_PROTOCOL', error: `not a JSON request: ${show(line)}` });
+    };
+    socket.on('data', lineReader(onMessage, onBad, 4096));
     socket.resume();
+  }
+
+  #refused = { count: 0, loggedAt: -Infinity };
+
+  /**
+   * Answers a peer that may not control the service, then destroys the connection once the answer is written: the
+   * socket is paused (nothing of the peer is read before its credentials are checked), so end() alone would wait
+   * for an EOF that is never read and keep the fd open for good. The log line is rate-limited: any local user can
+   * reach an abstract socket.
+   */
+  #refuse(socket: net.Socket, cred: { pid: number; uid: number } | undefined): void {
+    const answer = { ok: false, code: 'SDH_PERMISSION', error: 'not allowed: only root and the service user may control it' };
+    socket.write(`${JSON.stringify(answer)}\n`, () => socket.destroy());
+    const now = this.options.now ? this.options.now() : performance.now();
+    this.#refused.count++;
+    if (now - this.#refused.loggedAt < REFUSAL_LOG_INTERVAL_MS) return;
+    const more = this.#refused.count - 1;
+    this.#refused = { count: 0, loggedAt: now };
+    this.options.log(`control socket: refused a peer (${cred ? `pid ${cred.pid} uid ${cred.uid}` : 'no credentials'})${more > 0 ? `; ${more} more refused since the last report` : ''}`);
   }
 
   async #handle(ctx: ControlContext): Promise<void> {
@@ -108,10 +141,11 @@ export class ControlServer {
     }
   }
 
-  /** One request per connection: answer, then end it. */
+  /** One request per connection: answer, then end it; a peer that does not close its side within 5 s is cut off. */
   #answer(socket: net.Socket, answer: Record<string, unknown>): void {
     if (!socket.writable) return;
     socket.end(`${JSON.stringify(answer)}\n`);
+    socket.setTimeout(5000, () => socket.destroy());
   }
 
   #closed: Promise<void> | undefined;
@@ -142,6 +176,19 @@ export class ControlServer {
   }
 }
 
+/**
+ * Connects to a control socket. '@name' is an abstract socket (as `run --control-socket @name` binds it): Node's
+ * own connect gives an abstract address the full length of sun_path (trailing NULs included), which is another name
+ * than the one bound with its exact length, so the addon connects and Node takes over the fd.
+ */
+export function connectControl(path: string, addon: () => NativeAddon = native): net.Socket {
+  if (!path.startsWith('@')) return net.connect({ path });
+  const a = addon();
+  const fd = a.connectUnix(path);
+  a.setNonblock(fd, true);
+  return new net.Socket({ fd, readable: true, writable: true });
+}
+
 /** Options of {@link controlRequest}. */
 export interface ControlRequestOptions {
   /** How long to wait for the answer (default 120 000 ms). */
@@ -156,7 +203,13 @@ export interface ControlRequestOptions {
 export function controlRequest(path: string, cmd: string, options: ControlRequestOptions = {}): Promise<Record<string, unknown>> {
   const timeoutMs = options.timeoutMs ?? 120_000;
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ path });
+    let socket: net.Socket;
+    try {
+      socket = connectControl(path);
+    } catch (err) {
+      reject(err);
+      return;
+    }
     const timer = setTimeout(() => {
       socket.destroy();
       reject(sdError('SDH_TIMEOUT', `no answer from the control socket ${path} within ${timeoutMs} ms`, { path, timeoutMs }));

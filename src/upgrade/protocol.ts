@@ -16,6 +16,7 @@
  * that inherited the variable by accident ignores it. The child unsets the variable once read.
  */
 import { sdError, show } from '../errors.js';
+import { StringDecoder } from 'node:string_decoder';
 
 /** Name of the environment variable carrying the {@link UpgradeEnv}. */
 export const UPGRADE_ENV = 'SDH_UPGRADE';
@@ -83,27 +84,51 @@ export function parseUpgradeEnv(text: string | undefined, ppid: number): Upgrade
   return env as UpgradeEnv;
 }
 
-/** Splits a byte stream into newline-delimited JSON messages. */
-export function lineReader(onMessage: (msg: unknown) => void, onBad: (line: string) => void): (chunk: Buffer) => void {
+/** The longest line {@link lineReader} buffers by default: a request or a message is far shorter. */
+export const MAX_LINE_BYTES = 65_536;
+
+/**
+ * Splits a byte stream into newline-delimited JSON objects. Bytes are decoded across chunks (a UTF-8 character
+ * split between two reads stays whole); only a line that is not a JSON object goes to `onBad`: an exception thrown by
+ * `onMessage` propagates to the caller instead of being reported as a malformed line. A line longer than
+ * `maxLength` characters goes to `onBad` (its first 80) and is dropped up to its end.
+ */
+export function lineReader(onMessage: (msg: unknown) => void, onBad: (line: string) => void, maxLength = MAX_LINE_BYTES): (chunk: Buffer) => void {
+  const decoder = new StringDecoder('utf8');
   let pending = '';
+  let skipping = false;
   return (chunk) => {
-    pending += chunk.toString('utf8');
+    pending += decoder.write(chunk);
     let nl: number;
     while ((nl = pending.indexOf('\n')) >= 0) {
       const line = pending.slice(0, nl);
       pending = pending.slice(nl + 1);
-      if (!line) continue;
-      try {
-        onMessage(JSON.parse(line));
-      } catch {
-        onBad(line);
+      if (skipping) {
+        skipping = false;
+        continue;
       }
+      if (line.length > maxLength) onBad(line.slice(0, 80));
+      else if (line) parseLine(line, onMessage, onBad);
     }
-    if (pending.length > 65536) {
-      onBad(pending.slice(0, 80));
+    if (pending.length > maxLength) {
+      if (!skipping) onBad(pending.slice(0, 80));
+      skipping = true;
       pending = '';
     }
   };
+}
+
+function parseLine(line: string, onMessage: (msg: unknown) => void, onBad: (line: string) => void): void {
+  let msg: unknown;
+  try {
+    msg = JSON.parse(line);
+  } catch {
+    onBad(line);
+    return;
+  }
+  // Every message of these protocols is a JSON object: `null`, `3` or `"x"` would reach handlers reading fields.
+  if (typeof msg !== 'object' || msg === null || Array.isArray(msg)) onBad(line);
+  else onMessage(msg);
 }
 
 /** Keeps the last lines a process printed, bounded in count and size. */
