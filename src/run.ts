@@ -39,6 +39,7 @@ import { describeSocket, openSockets, type HeldSocket } from './run/listen.js';
 import { interpretNotify, NotifyProxy, ownerOf, type ProxyMessage } from './run/notify-proxy.js';
 import type { RunOptions } from './run/options.js';
 import { probeHost, waitAccepted } from './run/ready-port.js';
+import { reapOrphans } from './upgrade/pid1.js';
 
 export { checkRunOptions, parseRunListen, splitCommand, type RunOptions } from './run/options.js';
 
@@ -183,6 +184,8 @@ export class Runner {
     }
     if (this.#o.ready === 'notify') this.#proxy = new NotifyProxy(w.addon, (m) => this.#onNotify(m), (err) => w.log(`notify proxy: ${(err as Error).message}`), w.pid);
     for (const sig of ['SIGTERM', 'SIGINT'] as const) this.#offSignals.push(w.onSignal(sig, () => void this.stop(sig)));
+    // As a container's PID 1, every orphan of the namespace becomes ours to reap.
+    if (w.pid === 1) this.#offSignals.push(reapOrphans(w.pid, w.addon, () => [this.#current, this.#starting?.inst, ...this.#draining].flatMap((i) => (i ? [i.pid] : []))));
     this.#offSignals.push(
       w.onSignal('SIGHUP', () =>
         void this.reload().catch((err: SdHandoffError) => {
