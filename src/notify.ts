@@ -73,6 +73,9 @@ function checkInt(what: string, value: unknown, min: number): number {
   return value;
 }
 
+/** The longest delay Node's timers accept (2^31-1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Sends sd_notify messages. Use the module-level functions; build your own only to inject a fake world. */
 export class Notifier {
   readonly #env: NodeJS.ProcessEnv;
@@ -205,7 +208,9 @@ export class Notifier {
     if (this.#watchdogTimer) return true;
     const usec = this.watchdogUsec();
     if (usec === 0 || !this.enabled) return false;
-    const every = Math.max(1, Math.floor(usec / 2000));
+    // Node's timers take at most 2^31-1 ms; a longer delay runs after 1 ms instead (a WatchdogSec= of 50 days sent
+    // about 830 datagrams a second). Pinging every 24.8 days is still more often than half of such an interval.
+    const every = Math.min(MAX_TIMER_MS, Math.max(1, Math.floor(usec / 2000)));
     this.#watchdogTimer = setInterval(() => {
       try {
         this.watchdog();

@@ -162,3 +162,15 @@ describe('notify: watchdog', () => {
     expect(addon.sent.map((m) => m.text)).toEqual(['READY=1']);
   });
 });
+
+describe('notify: watchdog keep-alive', () => {
+  it('a WatchdogSec= longer than Node timers allow (50 days) is not pinged every millisecond', async () => {
+    const usec = 50 * 24 * 3600 * 1_000_000;
+    const { n, addon } = notifier({ NOTIFY_SOCKET: '/run/systemd/notify', WATCHDOG_USEC: String(usec) });
+    expect(n.startWatchdog()).toBe(true);
+    await new Promise((r) => setTimeout(r, 100));
+    n.stopWatchdog();
+    // An overflowing interval runs after 1 ms: about 100 WATCHDOG=1 datagrams here.
+    expect(addon.sent.filter((m) => m.text === 'WATCHDOG=1')).toEqual([]);
+  });
+});
