@@ -8,9 +8,8 @@
  * for it. One install per process, whichever entry comes first: the other gets the same run.
  */
 import dns from 'node:dns/promises';
-import http from 'node:http';
 import net from 'node:net';
-import { drain, drainNet, trackConnections } from './drain.js';
+import { drainServer, trackConnections } from './drain.js';
 import { sdError, show } from './errors.js';
 import { INTERNAL_LISTEN, type StreamAddress } from './upgrade/listeners.js';
 import { Upgrader } from './upgrade/upgrader.js';
@@ -130,9 +129,8 @@ export function installAuto(env: NodeJS.ProcessEnv = process.env): Promise<Upgra
     const address: StreamAddress = spec.path !== undefined ? { path: spec.path } : host === undefined ? { port: spec.port! } : { port: spec.port!, host };
     const name = inheritedName(upg, nameFor(spec), spec, host);
     const held = await upg.holdListener(name, address, spec.backlog === undefined ? {} : { backlog: spec.backlog });
-    const httpLike = server instanceof http.Server || typeof (server as http.Server).closeIdleConnections === 'function';
     trackConnections(server);
-    upg.onDrain(() => (httpLike ? drain(server as http.Server, { timeoutMs: drainTimeoutMs, graceMs: drainGraceMs }) : drainNet(server, { timeoutMs: drainTimeoutMs })));
+    upg.onDrain(() => drainServer(server, { timeoutMs: drainTimeoutMs, graceMs: drainGraceMs }));
     // Node keeps the backlog of an fd only as listen()'s second argument.
     original.call(server, { fd: held.fd }, spec.backlog ?? 511);
     await new Promise<void>((resolve, reject) => {
