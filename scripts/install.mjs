@@ -30,12 +30,14 @@ function tryLoad(mod) {
   }
 }
 
+/** node-gyp rebuild, quietly; its output goes to INSTALL_LOG only when it fails (rebuild empties build/ first). */
 function buildFromSource() {
   const r = runNodeGyp(packageRoot, { stdio: 'pipe' });
+  if (r.status === 0) return true;
   mkdirSync(path.dirname(INSTALL_LOG), { recursive: true });
   const why = r.error ? `could not run node-gyp: ${r.error.message}\n` : '';
   writeFileSync(INSTALL_LOG, `${why}${r.stdout ?? ''}${r.stderr ?? ''}\nexit status: ${r.status ?? r.signal}\n`);
-  return r.status === 0;
+  return false;
 }
 
 async function main() {
