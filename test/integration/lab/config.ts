@@ -6,12 +6,16 @@
  *   SDH_LAB_CACHE   cache directory for built root filesystems (default /var/cache/sd-handoff-lab)
  *   SDH_LAB_MIRROR  Debian mirror for debootstrap (default: the one apt on this host is configured with)
  *   SDH_LAB_BUILD_JOBS  how many suites debootstrap at once (default 3)
+ *   SDH_LAB_NODE    the node binary bound at /usr/local/bin/node in every container (default: the one running the
+ *                   tests); an absolute path to an x64 Linux node, e.g. `node scripts/node-binaries.mjs 24`
  *   SDH_TIME_FACTOR  multiplies every deadline and pause the integration tests set (default 1; e.g. 10 in a
  *                    software-emulated VM): test and hook timeouts, exec/spawn timeouts, waitFor, pause(), and the
  *                    time limits the tests write into their units (`scaled(ms)`)
  *   CI=true         an unavailable lab fails the run instead of skipping the integration tests
  */
-import { dirname, resolve } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { accessSync, constants, realpathSync, statSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ALL_SUITES = ['bullseye', 'bookworm', 'trixie'] as const;
@@ -80,4 +84,42 @@ export function scaled(ms: number): number {
 /** Waits `ms` x SDH_TIME_FACTOR: for a test's "let the load run a moment" pauses. */
 export function pause(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, scaled(ms)));
+}
+
+/** The node the containers run (bound at /usr/local/bin/node), and whether SDH_LAB_NODE chose it. */
+export interface LabNode {
+  /** Resolved host path (nspawn binds the file itself, not a symlink to it). */
+  path: string;
+  /** `process.versions.node` style, e.g. `24.22.3`. */
+  version: string;
+  /** True when SDH_LAB_NODE named it: test names then say which node ran (see Container.label). */
+  fromEnv: boolean;
+}
+
+/**
+ * SDH_LAB_NODE: the node binary every container runs. Unset means the node running the tests. A path that is not
+ * absolute, not an executable file, or does not answer `--version` with a version stops the run, naming the
+ * variable and the value: a lab run meant for Node 24 must not quietly run Node 20.
+ */
+export function labNode(env: NodeJS.ProcessEnv = process.env): LabNode {
+  const raw = env.SDH_LAB_NODE?.trim();
+  if (!raw) return { path: realpathSync(process.execPath), version: process.versions.node, fromEnv: false };
+  const bad = (why: string) => new Error(`SDH_LAB_NODE=${JSON.stringify(env.SDH_LAB_NODE)} ${why}`);
+  if (!isAbsolute(raw)) throw bad('is not an absolute path (the node binary to bind at /usr/local/bin/node in the lab containers)');
+  let path: string;
+  try {
+    path = realpathSync(raw);
+    if (!statSync(path).isFile()) throw bad('is not a file');
+    accessSync(path, constants.X_OK);
+  } catch (e) {
+    throw (e as Error).message.startsWith('SDH_LAB_NODE=') ? e : bad(`is not an executable file: ${(e as Error).message}`);
+  }
+  // Asked without the host's NODE_OPTIONS: an option the other version does not know would fail the check.
+  const r = spawnSync(path, ['--version'], { encoding: 'utf8', timeout: 30_000, env: { PATH: env.PATH ?? '/usr/bin:/bin' } });
+  const version = /^v(\d+\.\d+\.\d+)\s*$/.exec(r.stdout ?? '')?.[1];
+  if (!version) {
+    const said = (r.error?.message ?? `${r.stdout ?? ''}${r.stderr ?? ''}`.trim()) || `exit status ${r.status}`;
+    throw bad(`does not run as node (\`${raw} --version\` printed ${JSON.stringify(said.slice(0, 200))})`);
+  }
+  return { path, version, fromEnv: true };
 }

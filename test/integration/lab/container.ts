@@ -3,8 +3,8 @@
  * drive it with.
  *
  * Boot: `systemd-nspawn -b --register=no --keep-unit --console=pipe --private-network --volatile=overlay` with the
- * host's node bound read-only at /usr/local/bin/node and the repository read-only at /project. There is no systemd
- * on the host, hence `--register=no --keep-unit`; nspawn is started from a cgroup of its own (see cgroup.ts) by a
+ * host's node (or SDH_LAB_NODE's, see config.ts) bound read-only at /usr/local/bin/node and the repository read-only
+ * at /project. There is no systemd on the host, hence `--register=no --keep-unit`; nspawn is started from a cgroup of its own (see cgroup.ts) by a
  * small sh wrapper that writes its pid into the cgroup and execs nspawn. `SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1`
  * gives the container a cgroup2 hierarchy: systemd >= 256 (trixie) refuses to boot on cgroup v1, and 247/252
  * boot on it as well. `--volatile=overlay` puts a tmpfs overlay over the cached rootfs, so containers never write
@@ -14,12 +14,12 @@
  * started this way belong to no unit (use `systemd-run` or unit files for that) and are killed with the container.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync, readlinkSync, realpathSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { posix } from 'node:path';
 
 import { tool } from './availability.js';
 import { cgroupName, cgroupPids, createCgroup, killCgroup, removeCgroup, removeNspawnLeftovers } from './cgroup.js';
-import { CONTAINER_PATH, PROJECT_ROOT, type Suite, scaled } from './config.js';
+import { CONTAINER_PATH, type LabNode, PROJECT_ROOT, type Suite, labNode, scaled } from './config.js';
 import { forgetContainer, trackContainer } from './registry.js';
 import { type Rootfs, ensureRootfs } from './rootfs.js';
 import { CommandError, type ExecResult, type Running, sleep, start, waitFor } from './run.js';
@@ -43,6 +43,8 @@ export interface ContainerInfo {
   bootMs: number;
   /** `running` or `degraded`. */
   state: string;
+  /** Version of the node at /usr/local/bin/node when SDH_LAB_NODE chose it (unset: the node running the tests). */
+  nodeVersion?: string;
   /** Units that had failed when boot finished (they make the state `degraded`). */
   failedUnits: string[];
 }
@@ -103,6 +105,7 @@ export class Container implements ContainerInfo {
   readonly bootMs: number;
   readonly state: string;
   readonly failedUnits: string[];
+  readonly nodeVersion: string | undefined;
   #owner: BootedProcess | undefined;
 
   /** A handle on a running container; `owner` is set only in the process that booted it (the one that may stop it). */
@@ -117,17 +120,21 @@ export class Container implements ContainerInfo {
     this.bootMs = info.bootMs;
     this.state = info.state;
     this.failedUnits = info.failedUnits;
+    this.nodeVersion = info.nodeVersion;
     this.#owner = owner;
   }
 
   info(): ContainerInfo {
-    const { suite, machine, nspawnPid, pid1, systemdVersion, systemdVersionString, root, bootMs, state, failedUnits } = this;
-    return { suite, machine, nspawnPid, pid1, systemdVersion, systemdVersionString, root, bootMs, state, failedUnits };
+    const { suite, machine, nspawnPid, pid1, systemdVersion, systemdVersionString, root, bootMs, state, failedUnits, nodeVersion } = this;
+    return { suite, machine, nspawnPid, pid1, systemdVersion, systemdVersionString, root, bootMs, state, failedUnits, ...(nodeVersion ? { nodeVersion } : {}) };
   }
 
-  /** `suite (systemd N)`: for test names, so every result says which systemd it ran on. */
+  /**
+   * `suite (systemd N)`: for test names, so every result says which systemd it ran on; `suite (systemd N, node V)`
+   * when SDH_LAB_NODE chose the node, so a run under another Node says which one.
+   */
   get label(): string {
-    return `${this.suite} (systemd ${this.systemdVersion})`;
+    return `${this.suite} (systemd ${this.systemdVersion}${this.nodeVersion ? `, node ${this.nodeVersion}` : ''})`;
   }
 
   #argv(cmd: readonly string[] | string, opts: ExecOptions): string[] {
@@ -174,7 +181,7 @@ export class Container implements ContainerInfo {
     return this.exec(['/bin/sh', '-ec', script], opts);
   }
 
-  /** Runs the host's node (bound at /usr/local/bin/node) in the container: the way to run test clients there. */
+  /** Runs the lab's node (bound at /usr/local/bin/node; SDH_LAB_NODE or the host's) in the container: the way to run test clients there. */
   node(args: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
     return this.exec(['/usr/local/bin/node', ...args], opts);
   }
@@ -332,6 +339,13 @@ export interface BootOptions {
 
 let seq = 0;
 const CONSOLE_KEEP = 64 * 1024;
+let chosenNode: LabNode | undefined;
+
+/** SDH_LAB_NODE or the node running the tests, checked once per process (config.ts labNode). */
+export function containerNode(): LabNode {
+  chosenNode ??= labNode();
+  return chosenNode;
+}
 
 /**
  * Boots a container of `suite` and waits until systemd reports `running` or `degraded`. The caller owns it and
@@ -341,7 +355,7 @@ export async function bootContainer(suite: Suite, opts: BootOptions = {}): Promi
   const rootfs = opts.rootfs ?? (await ensureRootfs(suite, opts.log ? { log: opts.log } : {}));
   const machine = cgroupName(suite, ++seq);
   const procsFiles = createCgroup(machine);
-  const node = realpathSync(process.execPath);
+  const node = containerNode();
   const nspawnArgs = [
     '--boot',
     `--directory=${rootfs.root}`,
@@ -353,7 +367,7 @@ export async function bootContainer(suite: Suite, opts: BootOptions = {}): Promi
     '--volatile=overlay',
     '--link-journal=no',
     '--settings=no',
-    `--bind-ro=${node}:/usr/local/bin/node`,
+    `--bind-ro=${node.path}:/usr/local/bin/node`,
     `--bind-ro=${PROJECT_ROOT}:/project`,
     ...(opts.nspawnArgs ?? []),
   ];
@@ -443,8 +457,6 @@ export async function bootContainer(suite: Suite, opts: BootOptions = {}): Promi
           .filter(Boolean)
       : [];
   if (failedUnits.length > 0) opts.log?.(`${machine}: booted degraded, failed units: ${failedUnits.join(', ')}`);
-  return new Container(
-    { suite, machine, nspawnPid, pid1, systemdVersion: major, systemdVersionString: version, root: rootfs.root, bootMs, state, failedUnits },
-    proc,
-  );
+  const info = { suite, machine, nspawnPid, pid1, systemdVersion: major, systemdVersionString: version, root: rootfs.root, bootMs, state, failedUnits };
+  return new Container(node.fromEnv ? { ...info, nodeVersion: node.version } : info, proc);
 }

@@ -15,7 +15,7 @@ import type { TestProject } from 'vitest/node';
 import { hostUnavailableReason } from './availability.js';
 import { sweepOrphans } from './cgroup.js';
 import { ENABLE_HINT, type Suite, isCI, selectedSuites } from './config.js';
-import { type Container, bootContainer } from './container.js';
+import { type Container, bootContainer, containerNode } from './container.js';
 import { hostSetup, labTarget } from './host.js';
 import { cleanupSync } from './registry.js';
 import { type Rootfs, aptMirror, ensureRootfs } from './rootfs.js';
@@ -74,6 +74,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
     project.provide('sdhLab', { ...state, host });
     return teardown;
   }
+
+  // A bad SDH_LAB_NODE stops the run here, before any build, with the variable and its value.
+  const node = containerNode();
+  if (node.fromEnv) log(`containers run node ${node.version} (SDH_LAB_NODE=${node.path})`);
 
   const reason = hostUnavailableReason();
   if (reason) {
