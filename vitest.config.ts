@@ -4,14 +4,19 @@ import { scaled } from './test/integration/lab/config.js';
 
 // Three depths, one runner: unit (fakes), native (real sockets and child processes), integration (real systemd as
 // PID 1 in containers booted by test/integration/lab). `npm test` runs all three; see scripts/test.mjs.
+// npm test runs them under several Node versions and sets SDH_TEST_NODE_LABEL=1: the project names then say which
+// Node ran them (`native · node 24.22.3`), so a failure in the console names it. Without it the names stay
+// `unit`, `native`, `integration`, as `vitest run --project unit` expects.
 // The projects run one after another (sequence.groupOrder): process tests that count failed requests under load
 // must not share the machine's 2 cores with containers doing the same.
+const name = (project: string) => (process.env.SDH_TEST_NODE_LABEL === '1' ? `${project} · node ${process.versions.node}` : project);
+
 export default defineConfig({
   test: {
     projects: [
       {
         test: {
-          name: 'unit',
+          name: name('unit'),
           include: ['test/unit/**/*.test.ts'],
           environment: 'node',
           sequence: { groupOrder: 0 },
@@ -19,7 +24,7 @@ export default defineConfig({
       },
       {
         test: {
-          name: 'native',
+          name: name('native'),
           include: ['test/native/**/*.test.ts'],
           globalSetup: ['test/build-setup.ts'],
           environment: 'node',
@@ -30,7 +35,7 @@ export default defineConfig({
       },
       {
         test: {
-          name: 'integration',
+          name: name('integration'),
           include: ['test/integration/**/*.test.ts'],
           environment: 'node',
           sequence: { groupOrder: 2 },
