@@ -19,7 +19,7 @@ import { bootContainer, type Container, EXPECTED_SYSTEMD, labState, pause, scale
 import { failures, NO_FAILURES, startLoad } from './load.js';
 import { fillCache, type HostNpm, hostNpm, typescriptSpecs } from './install/offline.js';
 import { type Packed, packRepository, sizeLine, tarballProblems } from './install/pack.js';
-import { CACHE, installProject, NPM_DIR, runProbe, tail, VARIANTS, type Variant, variantName, WORK } from './install/projects.js';
+import { CACHE, installProject, NPM_DIR, runProbe, tail, VARIANTS, whyNoAddon, type Variant, variantName, WORK } from './install/projects.js';
 import { installedUnit, mappedAddons, placeServer } from './install/service.js';
 
 const SCRATCH = path.join(PROJECT_ROOT, '.lab', 'install');
@@ -115,7 +115,8 @@ if (!lab.run) {
         for (const program of v.programs) {
           const { result, report } = await runProbe(c!, v, program);
           expect(report, `node ${program} in ${v.dir} failed (${PACKAGE_PROBLEM})\n${tail(result)}`).toBeDefined();
-          expect(report).toMatchObject({ native: true, ready: false, entry: expect.stringContaining(`${v.dir}/node_modules/sd-handoff/`) });
+          const why = report?.native === false ? `the addon did not load: ${await whyNoAddon(c!, v.dir)}` : '';
+          expect(report, why).toMatchObject({ native: true, ready: false, entry: expect.stringContaining(`${v.dir}/node_modules/sd-handoff/`) });
           expect(report!.subpaths).toHaveLength(2);
           // Without a compiler nothing could have been built: the addon must be the shipped prebuild.
           expect(report!.addons).toEqual([expect.stringMatching(new RegExp(`^${v.dir}/node_modules/sd-handoff/prebuilds/linux-x64/[^/]+\\.node$`))]);

@@ -123,6 +123,16 @@ export async function runProbe(c: Container, v: Variant, program: string): Promi
   }
 }
 
+/**
+ * Why the addon did not load in the project at `dir`, in the loader's own words (it lists every file tried and
+ * what to install): asked of the package's internal module by path, since no public export throws it.
+ */
+export async function whyNoAddon(c: Container, dir: string): Promise<string> {
+  const script = `import(process.argv[1]).then((m) => { try { m.native(); console.log('the addon loads on a second try'); } catch (e) { console.log(e.message); } }, (e) => console.log(\`no loader to ask: \${e.message}\`))`;
+  const r = await c.exec(['/usr/local/bin/node', '-e', script, `${dir}/node_modules/sd-handoff/dist/native.js`], { timeoutMs: 30_000 });
+  return `${r.stdout}${r.stderr}`.trim();
+}
+
 /** The last lines of a command's output, for failure messages. */
 export function tail(r: ExecResult, lines = 25): string {
   return `exit ${r.code}${r.timedOut ? ' (timed out)' : ''}\n--- stderr ---\n${r.stderr.trim().split('\n').slice(-lines).join('\n')}\n--- stdout ---\n${r.stdout.trim().split('\n').slice(-lines).join('\n')}`;
