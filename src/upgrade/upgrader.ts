@@ -227,6 +227,8 @@ interface UpgradeRun {
   child?: ChildProcess;
   /** Kills the new version and rejects the upgrade with `err` (used by stop()). */
   abort?: (err: Error) => void;
+  /** Set by stop() before `abort` exists (during the beforeUpgrade hooks): the upgrade must not go on. */
+  stopped?: Error;
 }
 
 interface Served {
@@ -892,12 +894,16 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     const started = performance.now();
     const id = randomUUID();
     this.#state = State.UPGRADING;
-    this.#notifier.reloading('upgrading: starting the new version');
-    this.#emitLog({ priority: 5, event: 'upgrade-started', message: `upgrade ${id} started by pid ${this.#pid}`, upgrade: id, oldPid: this.#pid });
-    this.emit('upgrade', { id });
     let child: ChildProcess | undefined;
     try {
+      // Inside the try: a RELOADING=1 that cannot be sent fails this upgrade, it must not leave us "upgrading" for good.
+      this.#notifier.reloading('upgrading: starting the new version');
+      this.#emitLog({ priority: 5, event: 'upgrade-started', message: `upgrade ${id} started by pid ${this.#pid}`, upgrade: id, oldPid: this.#pid });
+      this.emit('upgrade', { id });
       for (const fn of this.#beforeUpgrade) await fn();
+      // A stop that came during the hooks found no abort to call: spawning now would hand the service to a new
+      // version after the stop.
+      if (current.stopped) throw current.stopped;
       const held = this.#listeners.claimed();
       const env: NodeJS.ProcessEnv = { ...this.#env };
       env[UPGRADE_ENV] = JSON.stringify({ v: PROTOCOL_VERSION, parent: this.#pid, names: held.map((h) => h.name), id, nice: os.getPriority() } satisfies UpgradeEnv);
@@ -920,6 +926,9 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       (child.stdio[3] as net.Socket).write(`${JSON.stringify({ t: 'handover', lastUpgrade: this.lastUpgrade } satisfies ParentMessage)}\n`);
       return this.#handedOver(id, pid, durationMs, child);
     } catch (err) {
+      // Ready but not handed over (MAINPID= could not be sent...): the new version must not wait forever holding
+      // the listeners.
+      if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       throw this.#upgradeFailed(err, id, started, current.child?.pid);
     }
   }
@@ -955,15 +964,26 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     return result;
   }
 
+  /** Runs a step of the failure path; its own failure is logged (as `event`) instead of ending the path early. */
+  #tryOrLog(event: string, fn: () => unknown): void {
+    try {
+      fn();
+    } catch (err) {
+      this.#emitLog({ priority: 3, event, message: `${event}: ${(err as Error).message}`, code: (err as SdHandoffError).code });
+    }
+  }
+
   /** Old side, the new version failed: keep serving, tell systemd (READY=1 always follows RELOADING=1) and log. */
   #upgradeFailed(err: unknown, id: string, started: number, newPid: number | undefined): SdHandoffError {
     const error = err instanceof SdHandoffError ? err : sdError('SDH_UPGRADE_FAILED', `upgrade failed: ${(err as Error).message}`, { cause: err });
     this.#state = this.#stopPromise ? State.STOPPING : State.READY;
     this.lastUpgrade = { ok: false, at: new Date().toISOString(), error: error.message };
-    // The new version may have written its pid before it failed: the file must name the process that serves.
-    if (this.#o.pidFile) writePidFile(this.#o.pidFile, this.#pid);
+    // The new version may have written its pid before it failed: the file must name the process that serves. A PID
+    // file that cannot be written (ENOSPC, EROFS...) is logged: it must not keep READY=1 from systemd.
+    if (this.#o.pidFile) this.#tryOrLog('pid-file-failed', () => writePidFile(this.#o.pidFile!, this.#pid));
     // Always answer RELOADING=1 with READY=1, or the reload job hangs; STATUS= says what failed.
-    if (!this.#stopPromise) this.#notifier.send(`READY=1\nSTATUS=upgrade failed: ${error.message.split('\n')[0]!.slice(0, 200)}`);
+    const status = `READY=1\nSTATUS=upgrade failed: ${error.message.split('\n')[0]!.slice(0, 200)}`;
+    if (!this.#stopPromise) this.#tryOrLog('notify-failed', () => this.#notifier.send(status));
     this.#emitLog({
       priority: 3,
       event: 'upgrade-failed',
@@ -1005,7 +1025,13 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     const id = randomUUID();
     const newPid = ctx.cred.pid;
     this.#state = State.UPGRADING;
-    this.#notifier.reloading(`takeover by pid ${newPid}`);
+    try {
+      this.#notifier.reloading(`takeover by pid ${newPid}`);
+    } catch (err) {
+      // Nothing was announced: back to serving, or every later upgrade would be refused as "in progress".
+      this.#state = State.READY;
+      throw err;
+    }
     this.#emitLog({ priority: 5, event: 'upgrade-started', message: `takeover ${id} by pid ${newPid} started`, upgrade: id, oldPid: this.#pid, newPid, kind: 'takeover' });
     this.emit('upgrade', { id, takeover: true });
     // Take the connection's messages from now on: the answer may arrive before our last sendmsg has returned.
@@ -1288,7 +1314,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     this.#state = State.STOPPING;
     this.#emitLog({ priority: 5, event: 'stopping', message: `pid ${this.#pid} stopping${current ? ' (aborting the upgrade under way)' : ''}` });
     if (current) {
-      current.abort?.(sdError('SDH_STOPPED', 'the upgrade was aborted: the service is stopping'));
+      current.stopped = sdError('SDH_STOPPED', 'the upgrade was aborted: the service is stopping');
+      current.abort?.(current.stopped);
       await current.promise.catch(() => {});
     }
     // A new version stopped before it took over is not the service: it must not tell systemd anything.

@@ -1,0 +1,113 @@
+/**
+ * Faults inside the old process during an upgrade, with the old Upgrader in this process (its notifier made to
+ * fail where a test says) and a real new version (test/fixtures/plain-service.mjs) started by it.
+ */
+import { mkdirSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { SdHandoffError } from '../../src/errors.js';
+import { Notifier } from '../../src/notify.js';
+import { Upgrader, type UpgradeLogEntry } from '../../src/upgrade/upgrader.js';
+import { ROOT, alive, serviceWorld, waitFor } from './helpers.js';
+
+const world = serviceWorld({ pidFile: 'faults.pid' });
+const FIXTURE = path.join(ROOT, 'test/fixtures/plain-service.mjs');
+
+/** A notifier on the world's notify socket whose `reloading` / `mainPid` throw while their flag is set. */
+class FaultyNotifier extends Notifier {
+  failReloading = false;
+  failMainPid = false;
+  override reloading(status?: string): boolean {
+    if (this.failReloading) throw new SdHandoffError('sendmsg', { errno: 111, syscall: 'sendmsg', path: '/run/systemd/notify' });
+    return super.reloading(status);
+  }
+  override mainPid(pid: number, also: { ready?: boolean; status?: string } = {}): boolean {
+    if (this.failMainPid) throw new SdHandoffError('sendmsg', { errno: 111, syscall: 'sendmsg', path: '/run/systemd/notify' });
+    return super.mainPid(pid, also);
+  }
+}
+
+async function oldVersion(options: { pidFile?: string } = {}): Promise<{ upg: Upgrader; notifier: FaultyNotifier; logs: UpgradeLogEntry[] }> {
+  const env = { PATH: process.env.PATH, NOTIFY_SOCKET: world.notify.path, PORT: String(world.port) };
+  const notifier = new FaultyNotifier({ env });
+  const logs: UpgradeLogEntry[] = [];
+  const upg = await Upgrader.create({
+    env,
+    notifier,
+    command: process.execPath,
+    args: [FIXTURE],
+    upgradeSignals: [],
+    stopSignals: [],
+    fastStopSignals: [],
+    startupNice: 0,
+    upgradeTimeoutMs: 10_000,
+    drainTimeoutMs: 1000,
+    exitWhenDrained: false,
+    log: (e) => logs.push(e),
+    ...options,
+  });
+  await upg.listen('http', { port: world.port, host: '127.0.0.1' }, { server: http.createServer((_, res) => res.end('old\n')) });
+  await upg.ready();
+  return { upg, notifier, logs };
+}
+
+const failing = (p: Promise<unknown>): Promise<SdHandoffError> => p.then(() => Promise.reject(new Error('expected a rejection')), (e: SdHandoffError) => e);
+
+describe('Upgrader: faults in the old process', () => {
+  it('RELOADING=1 that cannot be sent fails that upgrade only: the next one is not refused as "in progress"', async () => {
+    const { upg, notifier } = await oldVersion();
+    notifier.failReloading = true;
+    expect((await failing(upg.upgrade())).code).toBe('ECONNREFUSED');
+    expect(upg.state).toBe('ready');
+    notifier.failReloading = false;
+    notifier.failMainPid = true; // the second upgrade fails later, at the handover; it must have started at all
+    expect((await failing(upg.upgrade())).code).not.toBe('SDH_UPGRADE_IN_PROGRESS');
+    await upg.stop();
+  }, 30_000);
+
+  it('MAINPID= that cannot be sent: the ready new version is killed, not left holding the listeners', async () => {
+    const { upg, notifier, logs } = await oldVersion();
+    notifier.failMainPid = true;
+    expect((await failing(upg.upgrade())).code).toBe('ECONNREFUSED');
+    const newPid = logs.find((e) => e.event === 'upgrade-failed')?.newPid as number;
+    expect(newPid).toBeGreaterThan(0);
+    world.procs.track(newPid);
+    await waitFor(`the new version (pid ${newPid}) to be killed`, () => !alive(newPid), 5000);
+    expect(upg.state).toBe('ready');
+    await upg.stop();
+  }, 30_000);
+
+  it('a PID file that cannot be written on the failure path still gives READY=1 after RELOADING=1, and is logged', async () => {
+    const { upg, notifier, logs } = await oldVersion({ pidFile: world.pidFile });
+    // The PID file's path becomes a directory: rename() onto it fails (EISDIR), as ENOSPC or EROFS would.
+    rmSync(world.pidFile);
+    mkdirSync(world.pidFile);
+    notifier.failMainPid = true;
+    await failing(upg.upgrade());
+    // The recorder reads datagrams on the thread pool: wait for the answer to RELOADING=1.
+    const ready = await waitFor('READY=1 after RELOADING=1', () => {
+      const texts = world.notify.texts();
+      const reloading = texts.findIndex((t) => t.startsWith('RELOADING=1'));
+      return reloading >= 0 && texts.slice(reloading + 1).find((t) => t.startsWith('READY=1'));
+    }, 3000);
+    expect(ready).toMatch(/^READY=1\nSTATUS=upgrade failed: /);
+    expect(logs.map((e) => e.event)).toContain('pid-file-failed');
+    rmSync(world.pidFile, { recursive: true });
+    await upg.stop();
+  }, 30_000);
+
+  it('a stop during a beforeUpgrade hook stops the upgrade: no new version is started', async () => {
+    const { upg, logs } = await oldVersion();
+    let release = (): void => {};
+    upg.beforeUpgrade(() => new Promise<void>((r) => (release = r)));
+    const upgrading = failing(upg.upgrade());
+    await waitFor('the hook to run', () => logs.some((e) => e.event === 'upgrade-started'));
+    const stopping = upg.stop();
+    release();
+    expect((await upgrading).code).toBe('SDH_STOPPED');
+    await stopping;
+    expect(logs.find((e) => e.event === 'upgrade-failed')?.newPid).toBeUndefined();
+    expect(world.notify.texts().some((t) => t.startsWith('MAINPID='))).toBe(false);
+  }, 30_000);
+});
