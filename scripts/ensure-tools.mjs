@@ -22,6 +22,12 @@ export const TOOLS = [
   { pkg: 'qemu-user-static', command: 'qemu-aarch64-static', why: 'runs the arm64 addon tests with the arm64 node' },
   { pkg: 'g++-aarch64-linux-gnu', command: 'aarch64-linux-gnu-g++', why: 'cross-builds the linux-arm64 prebuild (and brings the arm64 glibc)' },
   { pkg: 'tini', command: 'tini', why: 'the container tests with a tiny init as PID 1' },
+  // Usually there already (npm ci compiles the addon from a fresh clone), listed so a minimal image gets them too.
+  { pkg: 'build-essential', command: 'g++', why: 'compiles the addon and the linux-x64 prebuild (g++, make, objdump)' },
+  { pkg: 'python3', command: 'python3', why: 'node-gyp, and the Python program of the sd-handoff run tests' },
+  { pkg: 'openssl', command: 'openssl', why: 'certificates of the HTTPS drain tests' },
+  { pkg: 'procps', command: 'pgrep', why: 'the process tests find their children with pgrep' },
+  { pkg: 'iproute2', command: 'ss', why: 'the activation tests list listening sockets with ss' },
 ];
 
 const SBIN = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];

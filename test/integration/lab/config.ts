@@ -30,7 +30,7 @@ export const DEFAULT_CACHE_DIR = '/var/cache/sd-handoff-lab';
 export const CONTAINER_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 /** What makes the lab available on a machine that skipped it. */
-export const ENABLE_HINT = 'as root: `apt-get install debootstrap systemd-container`, then `npm test`';
+export const ENABLE_HINT = 'as root: `apt-get install debootstrap systemd-container` (npm test does it on Debian/Ubuntu), then `npm test`';
 
 /** The repository root, bind-mounted read-only at /project in every container. */
 export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
