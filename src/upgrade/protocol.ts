@@ -16,6 +16,7 @@
  * that inherited the variable by accident ignores it. The child unsets the variable once read.
  */
 import { sdError, show } from '../errors.js';
+import type { NativeAddon } from '../native.js';
 import { StringDecoder } from 'node:string_decoder';
 
 /** Name of the environment variable carrying the {@link UpgradeEnv}. */
@@ -76,6 +77,12 @@ export function parseUpgradeEnv(text: string | undefined, ppid: number): Upgrade
     typeof env.id !== 'string'
   ) {
     throw sdError('SDH_INVALID_ENV', `${UPGRADE_ENV}=${show(text.slice(0, 80))} is not an upgrade description`, { variable: UPGRADE_ENV, value: text });
+  }
+  if (!Number.isInteger(env.parent) || env.parent <= 0) {
+    throw sdError('SDH_INVALID_ENV', `${UPGRADE_ENV} names parent ${show(env.parent)}, not a pid`, { variable: UPGRADE_ENV, value: text });
+  }
+  if (env.nice !== undefined && !(Number.isInteger(env.nice) && env.nice >= -20 && env.nice <= 19)) {
+    throw sdError('SDH_INVALID_ENV', `${UPGRADE_ENV} has nice ${show(env.nice)}; a nice value is an integer from -20 to 19`, { variable: UPGRADE_ENV, value: text });
   }
   if (env.v !== PROTOCOL_VERSION) {
     throw sdError('SDH_PROTOCOL', `${UPGRADE_ENV} speaks protocol ${env.v}; this sd-handoff speaks ${PROTOCOL_VERSION}`, { variable: UPGRADE_ENV });
@@ -153,4 +160,31 @@ export class TailBuffer {
   lines(): string[] {
     return this.#partial ? [...this.#lines, this.#partial].slice(-this.maxLines) : [...this.#lines];
   }
+}
+
+/**
+ * Checks that the fds `SDH_UPGRADE` describes are there: a unix stream socket at {@link CHANNEL_FD}, open fds at
+ * {@link STDOUT_FD} and {@link STDERR_FD}, and a socket for each listener. A forged or inherited variable with
+ * nothing behind it would otherwise hand Node's own epoll fd at 3 to `net.Socket` (a raw ERR_INVALID_FD_TYPE).
+ */
+export function checkUpgradeFds(addon: NativeAddon, env: UpgradeEnv): void {
+  const what = (fd: number): string => {
+    try {
+      const info = addon.describe(fd);
+      return info.kind === 'socket' ? `a ${info.family} ${info.type} socket` : `a ${info.kind}`;
+    } catch {
+      return 'not open';
+    }
+  };
+  const bad = (fd: number, role: string, is: string): never => {
+    throw sdError('SDH_INVALID_ENV', `${UPGRADE_ENV} is set but fd ${fd} is not ${role} (it is ${is}): this process was not started by an upgrade`, { variable: UPGRADE_ENV, fd });
+  };
+  const channel = what(CHANNEL_FD);
+  if (channel !== 'a unix stream socket') bad(CHANNEL_FD, 'the upgrade channel (a unix stream socket)', channel);
+  for (const fd of [STDOUT_FD, STDERR_FD]) if (what(fd) === 'not open') bad(fd, "the parent's output", 'not open');
+  env.names.forEach((name, i) => {
+    const fd = FIRST_LISTENER_FD + i;
+    const is = what(fd);
+    if (!is.endsWith(' socket')) bad(fd, `the listener ${show(name)} (a socket)`, is);
+  });
 }

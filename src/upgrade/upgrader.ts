@@ -59,6 +59,7 @@ import {
 } from './listeners.js';
 import {
   CHANNEL_FD,
+  checkUpgradeFds,
   FIRST_LISTENER_FD,
   lineReader,
   parseUpgradeEnv,
@@ -431,6 +432,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   #adoptFds(): void {
     const up = this.#upgradeEnv;
     if (up) {
+      checkUpgradeFds(this.#addon, up);
       for (const fd of [CHANNEL_FD, STDOUT_FD, STDERR_FD]) this.#addon.setCloexec(fd, true);
       this.#listeners.adopt(
         up.names.map((name, i) => {

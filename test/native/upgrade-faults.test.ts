@@ -111,3 +111,18 @@ describe('Upgrader: faults in the old process', () => {
     expect(world.notify.texts().some((t) => t.startsWith('MAINPID='))).toBe(false);
   }, 30_000);
 });
+
+describe('Upgrader: a forged SDH_UPGRADE', () => {
+  it('with nothing behind it (fd 3 is Node\'s own epoll fd) is refused with SDH_INVALID_ENV naming fd 3', async () => {
+    const script = `import('sd-handoff').then(async ({ Upgrader }) => {
+      try { await Upgrader.create({ upgradeSignals: [], stopSignals: [], fastStopSignals: [] }); console.log('created'); }
+      catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }
+      process.exit(0);
+    })`;
+    const forged = JSON.stringify({ v: 1, parent: process.pid, names: ['http'], id: 'forged' });
+    const child = world.procs.start('-e', { SDH_UPGRADE: forged }, [script]);
+    await new Promise((r) => child.once('exit', r));
+    const line = world.procs.output.trim().split('\n').pop()!;
+    expect(JSON.parse(line)).toEqual({ code: 'SDH_INVALID_ENV', message: expect.stringMatching(/^SDH_UPGRADE is set but fd 3 is not the upgrade channel \(a unix stream socket\) \(it is /) });
+  });
+});
