@@ -25,9 +25,9 @@ function sourcesMtime(): number {
   return Math.max(...files.map((f) => fs.statSync(path.join(ROOT, f)).mtimeMs));
 }
 
-function stale(): Arch[] {
+function stale(arches: readonly Arch[]): Arch[] {
   const newest = sourcesMtime();
-  return ARCHES.filter((arch) => {
+  return arches.filter((arch) => {
     try {
       return fs.statSync(prebuildFile(arch)).mtimeMs < newest;
     } catch {
@@ -38,12 +38,15 @@ function stale(): Arch[] {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Makes the stale prebuilds (both arches; a few tens of seconds) and returns their paths. */
-export async function ensurePrebuilds(): Promise<Record<Arch, string>> {
+/**
+ * Makes the stale prebuilds among `arches` (a few tens of seconds; arm64 needs the cross compiler) and returns the
+ * paths of both.
+ */
+export async function ensurePrebuilds(arches: readonly Arch[] = ARCHES): Promise<Record<Arch, string>> {
   // Outside prebuilds/, which the package ships whole.
   const lock = path.join(os.tmpdir(), `sdh-prebuild-${createHash('sha256').update(ROOT).digest('hex').slice(0, 12)}.lock`);
   for (;;) {
-    if (stale().length === 0) break;
+    if (stale(arches).length === 0) break;
     try {
       fs.mkdirSync(lock);
     } catch {
@@ -53,7 +56,7 @@ export async function ensurePrebuilds(): Promise<Record<Arch, string>> {
       continue;
     }
     try {
-      const todo = stale();
+      const todo = stale(arches);
       if (todo.length === 0) break;
       const r = spawnSync(process.execPath, ['scripts/prebuild.mjs', ...todo], { cwd: ROOT, encoding: 'utf8' });
       if (r.status !== 0) throw new Error(`scripts/prebuild.mjs ${todo.join(' ')} failed (${r.status}):\n${r.stderr.slice(-3000)}`);
