@@ -1,7 +1,8 @@
 /**
  * The native addon against real sockets, files, pipes and memfds: no mocks. Each test closes every fd it opened
  * (afterEach), and asserts what a caller would notice: bytes and fds arriving intact, credentials, exact abstract
- * addresses, typed errors carrying errno/syscall/fd/path.
+ * addresses, typed errors carrying errno/syscall/fd/path. The addon is the prebuild the package ships
+ * (test/build-setup.ts refreshes it); prebuild-arm64.test.ts runs these same cases on the arm64 one under qemu.
  */
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
@@ -11,7 +12,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { native, type NativeAddon } from '../../src/native.js';
+import { fileURLToPath } from 'node:url';
+import { native, nativeFile, type NativeAddon } from '../../src/native.js';
 import { SdHandoffError } from '../../src/errors.js';
 
 let addon: NativeAddon;
@@ -101,6 +103,14 @@ afterEach(async () => {
   // A test that closes an fd itself uses closeOwned, so every close here is of an fd still ours; EBADF would be a bug.
   for (const fd of fds.splice(0)) addon.close(fd);
   for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+describe('the addon under test', () => {
+  it('is the prebuild the package ships for this arch (SD_HANDOFF_NATIVE aside)', (ctx) => {
+    if (process.env.SD_HANDOFF_NATIVE) ctx.skip();
+    const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+    expect(nativeFile()).toBe(path.join(root, 'prebuilds', `linux-${process.arch}`, 'sd-handoff.glibc.node'));
+  });
 });
 
 describe('datagrams with fds and credentials', () => {
