@@ -64,6 +64,14 @@ export function parseWorkerEnv(text: string | undefined, ppid: number): WorkerEn
   if (env.v !== WORKER_PROTOCOL_VERSION) {
     throw sdError('SDH_PROTOCOL', `${WORKER_ENV} speaks protocol ${env.v}; this sd-handoff speaks ${WORKER_PROTOCOL_VERSION}`, { variable: WORKER_ENV });
   }
+  // Node's timers take at most 2^31-1 ms; a drain bound outside that (or not a number) would not bound anything.
+  for (const key of ['drainTimeoutMs', 'drainGraceMs', 'generation'] as const) {
+    const v = env[key];
+    const max = key === 'generation' ? Number.MAX_SAFE_INTEGER : 2 ** 31 - 1;
+    if (v !== undefined && !(Number.isInteger(v) && v >= (key === 'generation' ? 0 : 1) && v <= max)) {
+      throw sdError('SDH_INVALID_ENV', `${WORKER_ENV} has ${key} ${show(v)}; it must be an integer from ${key === 'generation' ? 0 : 1} to ${max}`, { variable: WORKER_ENV, value: text });
+    }
+  }
   if (env.primary !== ppid) return undefined;
   return { generation: 0, drainTimeoutMs: 30_000, drainGraceMs: 1000, ...env } as WorkerEnv;
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { SdHandoffError } from '../../src/errors.js';
 import { parseUpgradeEnv } from '../../src/upgrade/protocol.js';
+import { parseWorkerEnv } from '../../src/workers/protocol.js';
 
 const ok = { v: 1, parent: 42, names: ['http'], id: 'u1' };
 const parse = (value: unknown): unknown => parseUpgradeEnv(JSON.stringify(value), 42);
@@ -28,5 +29,22 @@ describe('SDH_UPGRADE', () => {
     expect(err).toBeInstanceOf(SdHandoffError);
     expect((err as SdHandoffError).code).toBe('SDH_INVALID_ENV');
     expect((err as SdHandoffError).message).toContain(message);
+  });
+});
+
+describe('SDH_WORKER', () => {
+  const worker = { v: 1, primary: 42, id: 1, names: ['http'] };
+  it('drain values default when absent and are kept when valid', () => {
+    expect(parseWorkerEnv(JSON.stringify(worker), 42)).toMatchObject({ drainTimeoutMs: 30_000, drainGraceMs: 1000, generation: 0 });
+    expect(parseWorkerEnv(JSON.stringify({ ...worker, drainTimeoutMs: 5000 }), 42)).toMatchObject({ drainTimeoutMs: 5000 });
+  });
+
+  it.each([
+    [{ drainTimeoutMs: -5 }, 'SDH_WORKER has drainTimeoutMs -5; it must be an integer from 1 to 2147483647'],
+    [{ drainGraceMs: 'soon' }, 'SDH_WORKER has drainGraceMs "soon"; it must be an integer from 1 to 2147483647'],
+    [{ drainTimeoutMs: 2 ** 31 }, 'SDH_WORKER has drainTimeoutMs 2147483648; it must be an integer from 1 to 2147483647'],
+    [{ generation: -1 }, 'SDH_WORKER has generation -1; it must be an integer from 0 to'],
+  ])('%j is refused naming the variable and value', (extra, message) => {
+    expect(() => parseWorkerEnv(JSON.stringify({ ...worker, ...extra }), 42)).toThrow(message);
   });
 });
