@@ -17,7 +17,7 @@ import { exampleUnit, PIDFILE, reloadOk, SOCKET, UNIT } from './hello.js';
 import { PROJECT_ROOT } from './lab/config.js';
 import { bootContainer, type Container, EXPECTED_SYSTEMD, labState, pause, scaled, suiteState } from './lab/index.js';
 import { failures, NO_FAILURES, startLoad } from './load.js';
-import { fillCache, type HostNpm, hostNpm, typescriptSpecs } from './install/offline.js';
+import { fillCache, type HostNpm, hostNpm, officialNodes, typescriptSpecs } from './install/offline.js';
 import { type Packed, packRepository, sizeLine, tarballProblems } from './install/pack.js';
 import { CACHE, installProject, NPM_DIR, runProbe, tail, VARIANTS, whyNoAddon, type Variant, variantName, WORK } from './install/projects.js';
 import { installedUnit, mappedAddons, placeServer } from './install/service.js';
@@ -79,12 +79,23 @@ if (!lab.run) {
     let npmInfo: HostNpm;
     let tgz = '';
     const installed = new Map<Variant, boolean>();
+    /** The node binaries in the container the programs run on: the lab's, then official 22 and 24 (one per major). */
+    let nodes: string[] = [];
 
     beforeAll(async () => {
       const p = await packed();
       npmInfo = await hostNpm();
       await fillCache(HOST_CACHE, path.join(RUN_DIR, 'fill'), p.tgz, typescriptSpecs());
-      c = await bootContainer('bookworm', { nspawnArgs: [`--bind-ro=${npmInfo.dir}:${NPM_DIR}`] });
+      const official = await officialNodes([22, 24]);
+      c = await bootContainer('bookworm', {
+        nspawnArgs: [`--bind-ro=${npmInfo.dir}:${NPM_DIR}`, ...official.map((n) => `--bind-ro=${n.dir}:${n.mount}`)],
+      });
+      const majors = new Set<string>();
+      for (const bin of ['/usr/local/bin/node', ...official.map((n) => `${n.mount}/bin/node`)]) {
+        const major = /^v(\d+)\./.exec((await c.exec([bin, '--version'], { check: true })).stdout)?.[1] ?? bin;
+        if (!majors.has(major)) nodes.push(bin);
+        majors.add(major);
+      }
       tgz = `${WORK}/${path.basename(p.tgz)}`;
       const fromRepo = (f: string) => `/project/${path.relative(PROJECT_ROOT, f)}`;
       const setup = 'mkdir -p "$1/home"; cp -a "$2" "$3"; cp "$4" "$5"; ln -sf ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm';
@@ -103,7 +114,7 @@ if (!lab.run) {
     });
 
     for (const v of VARIANTS) {
-      it(`${variantName(v)}: installs offline, loads the prebuilt addon, notify.ready() is false outside systemd`, async () => {
+      it(`${variantName(v)}: installs offline; on Node 20, 22 and 24 it loads the prebuilt addon and notify.ready() is false outside systemd`, async () => {
         const t0 = Date.now();
         const r = await installProject(c!, v, tgz, typescriptSpecs(), npmInfo.registry);
         expect(r.code, `npm install in ${v.dir} failed (${PACKAGE_PROBLEM})\n${tail(r)}`).toBe(0);
@@ -112,16 +123,18 @@ if (!lab.run) {
           const tsc = await c!.exec(['node_modules/.bin/tsc', '-p', '.'], { cwd: v.dir, timeoutMs: 120_000 });
           expect(tsc.code, `tsc (module nodenext) in ${v.dir} failed (${PACKAGE_PROBLEM}: the published types)\n${tail(tsc)}`).toBe(0);
         }
-        for (const program of v.programs) {
-          const { result, report } = await runProbe(c!, v, program);
+        const ran: string[] = [];
+        for (const [program, node] of v.programs.flatMap((p) => nodes.map((n) => [p, n] as const))) {
+          const { result, report } = await runProbe(c!, v, program, node);
           expect(report, `node ${program} in ${v.dir} failed (${PACKAGE_PROBLEM})\n${tail(result)}`).toBeDefined();
           const why = report?.native === false ? `the addon did not load: ${await whyNoAddon(c!, v.dir)}` : '';
           expect(report, why).toMatchObject({ native: true, ready: false, entry: expect.stringContaining(`${v.dir}/node_modules/sd-handoff/`) });
           expect(report!.subpaths).toHaveLength(2);
           // Without a compiler nothing could have been built: the addon must be the shipped prebuild.
           expect(report!.addons).toEqual([expect.stringMatching(new RegExp(`^${v.dir}/node_modules/sd-handoff/prebuilds/linux-x64/[^/]+\\.node$`))]);
+          ran.push(`${program} on ${report!.node}`);
         }
-        console.log(`[install] ${variantName(v)}: npm install ${installMs} ms`);
+        console.log(`[install] ${variantName(v)}: npm install ${installMs} ms; ran ${ran.join(', ')}`);
         installed.set(v, true);
       });
     }

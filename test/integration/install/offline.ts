@@ -33,6 +33,29 @@ export async function hostNpm(): Promise<HostNpm> {
   return { dir, version, registry };
 }
 
+export interface OfficialNode {
+  major: number;
+  /** The host directory of the official release (bin/node, include/node), from scripts/node-binaries.mjs's cache. */
+  dir: string;
+  /** Where it is bound in the container: `/opt/node<major>`. */
+  mount: string;
+}
+
+/**
+ * The official Node binaries (x64) of `majors`, from scripts/node-binaries.mjs (cached; installed from the npm
+ * registry the first time), to run the consumer programs on every Node the package supports.
+ */
+export async function officialNodes(majors: readonly number[]): Promise<OfficialNode[]> {
+  const out: OfficialNode[] = [];
+  for (const major of majors) {
+    const r = await run([process.execPath, path.join(PROJECT_ROOT, 'scripts/node-binaries.mjs'), String(major)], { timeoutMs: scaled(600_000) });
+    const bin = r.stdout.trim();
+    if (r.code !== 0 || !bin.endsWith('/bin/node')) throw new Error(`node scripts/node-binaries.mjs ${major} failed: ${r.stderr.trim() || r.stdout.trim()}`);
+    out.push({ major, dir: path.dirname(path.dirname(bin)), mount: `/opt/node${major}` });
+  }
+  return out;
+}
+
 /** `typescript@5.9.3` and `@types/node@^20.19.0`: what the repository itself compiles with. */
 export function typescriptSpecs(): string[] {
   const pkg = JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as { devDependencies?: Record<string, string> };

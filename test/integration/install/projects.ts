@@ -41,6 +41,8 @@ export function variantName(v: Variant): string {
 
 /** What every probe prints, as JSON on one line. */
 export interface ProbeReport {
+  /** process.version of the node that ran it. */
+  node: string;
   native: boolean;
   ready: boolean;
   entry: string;
@@ -65,6 +67,7 @@ function probe(style: 'import' | 'require', typed = false): string {
   const body = [
     `const native${typed ? ': boolean' : ''} = nativeAvailable();`,
     `const report = {`,
+    `  node: process.version,`,
     `  native,`,
     `  ready: notify.ready('install test'),`,
     `  entry: ${resolve}('sd-handoff'),`,
@@ -112,9 +115,9 @@ export async function installProject(c: Container, v: Variant, tgz: string, extr
   return npm(c, v.dir, args, registry);
 }
 
-/** Runs one of the variant's programs with the container's node and parses its report. */
-export async function runProbe(c: Container, v: Variant, program: string): Promise<{ result: ExecResult; report?: ProbeReport }> {
-  const result = await c.exec(['/usr/local/bin/node', program], { cwd: v.dir, timeoutMs: 30_000 });
+/** Runs one of the variant's programs with `node` (default the container's) and parses its report. */
+export async function runProbe(c: Container, v: Variant, program: string, node = '/usr/local/bin/node'): Promise<{ result: ExecResult; report?: ProbeReport }> {
+  const result = await c.exec([node, program], { cwd: v.dir, timeoutMs: 30_000 });
   const line = result.stdout.trim().split('\n').at(-1) ?? '';
   try {
     return { result, report: JSON.parse(line) as ProbeReport };
