@@ -9,7 +9,7 @@
  * `Connection: close` on a response; an idle keep-alive connection has no way to be told "go away", and
  * closing it races a client that has just picked it from its pool and sent a request: the client sees
  * `ECONNRESET` / "socket hang up". That is exactly what `server.close()` does in Node 19+ (it calls
- * `closeIdleConnections()` at once; measured 5 to 19 failed requests per handover here, see DESIGN.md).
+ * `closeIdleConnections()` at once; measured 5 to 19 failed requests per handover here, see docs/design.md).
  *
  * So {@link drain}:
  * 1. stops the listener without touching idle connections;

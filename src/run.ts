@@ -12,7 +12,7 @@
  *
  * `LISTEN_PID` must be the program's own pid, which Node cannot know before spawning: programs start through
  * `/bin/sh -c 'LISTEN_PID=$$ exec "$0" "$@"' CMD ARGS...`, so the shell's pid, the program's after exec, is set and
- * the arguments pass through untouched (DESIGN.md).
+ * the arguments pass through untouched (docs/design.md, "Protocol facts": LISTEN_PID).
  *
  * The current instance exiting on its own ends `run` with the same status (the same signal, re-raised, for a
  * signal), so that systemd's `Restart=` decides what happens next, as if the program ran without `run`; with a
@@ -377,7 +377,7 @@ export class Runner {
       const e = err as SdHandoffError;
       const servingNote = old.alive ? `pid ${old.pid} still serves` : `and pid ${old.pid} is gone`;
       this.lastReload = { ok: false, at: new Date().toISOString(), oldPid: old.pid, error: e.message };
-      // READY=1 always follows RELOADING=1, or the reload job hangs (DESIGN.md); STATUS= says what failed.
+      // READY=1 always follows RELOADING=1, or the reload job hangs (docs/design.md); STATUS= says what failed.
       if (!this.#stopping) w.notifier.send(`READY=1\nSTATUS=reload failed: ${e.message.split('\n')[0]!.slice(0, 200)}; ${servingNote}`);
       w.log(`reload failed: ${e.message}; ${servingNote}`);
       throw e;
