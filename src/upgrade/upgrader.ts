@@ -307,7 +307,7 @@ function journalLog(entry: UpgradeLogEntry): void {
  * Upgrades a running service without dropping a connection. Create one per process with {@link Upgrader.create},
  * take every listener through {@link Upgrader.listen} / {@link Upgrader.listenPacket}, then call
  * {@link Upgrader.ready}. Events: `'upgrade'` (started), `'upgraded'` ({@link UpgradeResult}), `'upgrade-failed'`
- * (error), `'exiting'` (this old process must stop), `'drained'`.
+ * (error), `'exiting'` (this old process must stop), `'drained'`; their arguments: {@link UpgraderEvents}.
  */
 export class Upgrader extends EventEmitter<UpgraderEvents> {
   #state: StateName = State.STARTING;

@@ -162,7 +162,7 @@ const DROP_ENV = /^(LISTEN_|WATCHDOG_|NOTIFY_SOCKET$|SDH_UPGRADE$|SDH_CONTROL_SO
 /**
  * The primary of a worker pool. Create it with {@link WorkerPool.create} after `Upgrader.create()`, call
  * {@link WorkerPool.start}, then `upg.ready()`. Events: `'worker-ready'`, `'worker-exit'`, `'worker-unhealthy'`
- * (each with a {@link WorkerInfo}), `'rollout-failed'` (error).
+ * (each with a {@link WorkerInfo}), `'rollout-failed'` (error): {@link WorkerPoolEvents}.
  */
 export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   readonly #upg: Upgrader;

@@ -45,7 +45,8 @@ export interface WorkerListenOptions<S extends net.Server> {
 }
 
 /**
- * A worker process of a pool. Events: `'exiting'` (told to stop: drain is starting), `'drained'`.
+ * A worker process of a pool. Events: `'exiting'` (told to stop: drain is starting), `'drained'`
+ * ({@link WorkerEvents}).
  */
 export class Worker extends EventEmitter<WorkerEvents> {
   readonly #env: WorkerEnv;
