@@ -15,7 +15,7 @@
 //     (SDH_LAB_NODE), so a failure says which Node it was on.
 //  3. test-results.runs.json lists the runs (label, report, wall time, exit status); scripts/summary.mjs adds the
 //     reports up from it. A run that could not start (no Node 24 download) or died before writing its report
-//     counts as a failure there.
+//     counts as a failure there. npm test ends with the same per-run lines, prefixed `[npm test]`.
 //
 // SDH_TEST_RUNS=main,node24 picks runs (default all, in the order above); extra arguments go to vitest in every run
 // (`npm test -- test/unit/cli.test.ts`), and then lab-node24, whose files are fixed, runs only when SDH_TEST_RUNS
@@ -27,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 
 import { ensureTools } from './ensure-tools.mjs';
 import { ensureNode } from './node-binaries.mjs';
-import { MANIFEST } from './summary.mjs';
+import { MANIFEST, summarize } from './summary.mjs';
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 
@@ -131,6 +131,10 @@ function main() {
     rows[i] = execute(run, extraArgs, log);
     save();
   });
+  // Prefixed, so the plain closing line stays summary.mjs's (.ci/run prints it after npm test).
+  const { lines } = summarize(rows.map((r) => ({ ...r, report: path.join(ROOT, r.report) })));
+  for (const line of lines.slice(0, -1)) log(line);
+  log(`total: ${lines.at(-1)}`);
   log(`wall time: tools + build ${seconds(setupMs)}, ${rows.map((r) => `${r.id} ${seconds(r.wallMs)}`).join(', ')}; all of npm test ${seconds(Date.now() - t0)}`);
   process.exit(rows.every((r) => r.status === 0 && !r.error) ? 0 : 1);
 }

@@ -69,6 +69,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
 
   if (labTarget() === 'host') {
     // Host mode (a Vagrant VM): the systemd under test is this machine's PID 1; no rootfs, no container.
+    if (process.env.SDH_LAB_NODE?.trim()) {
+      throw new Error(`SDH_LAB_NODE=${JSON.stringify(process.env.SDH_LAB_NODE)} has no effect with SDH_LAB_TARGET=host: the units run the machine's /usr/local/bin/node`);
+    }
     const host = await hostSetup(log);
     for (const s of suites) state.suites[s] = { status: 'unavailable', reason: 'SDH_LAB_TARGET=host runs no containers', hint: 'unset SDH_LAB_TARGET' };
     project.provide('sdhLab', { ...state, host });
