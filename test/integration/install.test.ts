@@ -17,7 +17,7 @@ import { exampleUnit, PIDFILE, reloadOk, SOCKET, UNIT } from './hello.js';
 import { PROJECT_ROOT } from './lab/config.js';
 import { bootContainer, type Container, EXPECTED_SYSTEMD, labState, pause, scaled, suiteState } from './lab/index.js';
 import { failures, NO_FAILURES, startLoad } from './load.js';
-import { fillCache, type HostNpm, hostNpm, officialNodes, typescriptSpecs } from './install/offline.js';
+import { fillCache, type HostNpm, hostNpm, officialNodes, registrySpecs, typescriptSpecs } from './install/offline.js';
 import { type Packed, packRepository, sizeLine, tarballProblems } from './install/pack.js';
 import { CACHE, installProject, NPM_DIR, runProbe, tail, VARIANTS, whyNoAddon, type Variant, variantName, WORK } from './install/projects.js';
 import { installedUnit, mappedAddons, placeServer } from './install/service.js';
@@ -85,7 +85,7 @@ if (!lab.run) {
     beforeAll(async () => {
       const p = await packed();
       npmInfo = await hostNpm();
-      await fillCache(HOST_CACHE, path.join(RUN_DIR, 'fill'), p.tgz, typescriptSpecs());
+      await fillCache(HOST_CACHE, path.join(RUN_DIR, 'fill'), [...registrySpecs(p.manifest), ...typescriptSpecs()]);
       const official = await officialNodes([22, 24]);
       c = await bootContainer('bookworm', {
         nspawnArgs: [`--bind-ro=${npmInfo.dir}:${NPM_DIR}`, ...official.map((n) => `--bind-ro=${n.dir}:${n.mount}`)],

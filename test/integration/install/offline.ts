@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSyn
 import path from 'node:path';
 
 import { PROJECT_ROOT } from '../lab/config.js';
+import type { Manifest } from './pack.js';
 import { scaled } from '../lab/index.js';
 import { run } from '../lab/run.js';
 
@@ -67,17 +68,29 @@ export function typescriptSpecs(): string[] {
 }
 
 /**
- * Fills `cacheDir` with every package an install of `tgz` plus `extra` needs, by installing them once into a
- * scratch project (scripts off: only the tarballs and the registry documents matter). The cache is kept between
- * runs, as the lab's root filesystems are: after the first run this needs the registry only for what changed.
+ * What `npm install` of a package with this manifest fetches from the registry: its dependencies, optional
+ * dependencies and the peer dependencies npm installs by itself (those not marked optional), as `name@range`.
  */
-export async function fillCache(cacheDir: string, scratch: string, tgz: string, extra: readonly string[]): Promise<void> {
+export function registrySpecs(m: Manifest): string[] {
+  const peers = Object.entries(m.peerDependencies ?? {}).filter(([name]) => !m.peerDependenciesMeta?.[name]?.optional);
+  const all = [...Object.entries(m.dependencies ?? {}), ...Object.entries(m.optionalDependencies ?? {}), ...peers];
+  return all.map(([name, range]) => `${name}@${range}`);
+}
+
+/**
+ * Fills `cacheDir` with every package the `specs` need (the tarball's registry dependencies and the TypeScript
+ * project's), by installing them once into a scratch project (scripts off: only the tarballs and the registry
+ * documents matter). The tarball itself is not installed here: each run's build would stay in the cache for good.
+ * The cache is kept between runs, as the lab's root filesystems are: after the first run this needs the registry
+ * only for what changed.
+ */
+export async function fillCache(cacheDir: string, scratch: string, specs: readonly string[]): Promise<void> {
   mkdirSync(cacheDir, { recursive: true });
   rmSync(scratch, { recursive: true, force: true });
   mkdirSync(scratch, { recursive: true });
   writeFileSync(path.join(scratch, 'package.json'), `${JSON.stringify({ name: 'sdh-install-cache-fill', private: true }, null, 2)}\n`);
   try {
-    const argv = ['npm', 'install', '--cache', cacheDir, '--prefer-offline', '--ignore-scripts', '--no-audit', '--no-fund', '--no-package-lock', tgz, ...extra];
+    const argv = ['npm', 'install', '--cache', cacheDir, '--prefer-offline', '--ignore-scripts', '--no-audit', '--no-fund', '--no-package-lock', ...specs];
     const r = await run(['/bin/sh', '-c', 'cd "$0" && exec "$@"', scratch, ...argv], { timeoutMs: scaled(300_000) });
     if (r.code !== 0) {
       throw new Error(`filling the offline npm cache failed (${argv.join(' ')}; the registry is needed the first time):\n${r.stderr.trim().split('\n').slice(-20).join('\n')}`);
