@@ -31,6 +31,7 @@ import { writeSync } from 'node:fs';
 import path from 'node:path';
 import { format, inspect } from 'node:util';
 import { sdError, show } from './errors.js';
+import { fallbackLines } from './journal-fallback.js';
 import { native, type NativeAddon } from './native.js';
 
 /** journald's native socket. */
@@ -294,14 +295,7 @@ export function serializeEntry(fields: Iterable<readonly [string, string | Uint8
   return Buffer.concat(parts);
 }
 
-/** The stderr form of an entry: every line of the message (and of an exception's text) prefixed `<N>`. */
-export function fallbackLines(priority: number, message: string, exceptionText: string | undefined, levelPrefix = true): string {
-  const prefix = levelPrefix ? `<${priority}>` : '';
-  let body = message.endsWith('\n') ? message.slice(0, -1) : message;
-  // The stack starts with the message's line when the message is the error itself: print that once.
-  if (exceptionText !== undefined) body = exceptionText.startsWith(body) ? exceptionText : `${body}\n${exceptionText}`;
-  return `${prefix}${body.split('\n').join(`\n${prefix}`)}\n`;
-}
+export { fallbackLines } from './journal-fallback.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // JOURNAL_STREAM detection
@@ -349,6 +343,8 @@ interface Entry {
   priority: number;
   message: string;
   exceptionText: string | undefined;
+  /** The entry's fields, printed on the stderr form's first line. */
+  fields?: ReadonlyMap<string, string | Uint8Array>;
 }
 
 type SendResult = 'sent' | 'again' | 'unreachable';
@@ -619,6 +615,7 @@ class Transport {
       priority: Priority.WARNING,
       message,
       exceptionText: undefined,
+      fields: new Map([['SDH_DROPPED', String(n)]]),
     };
     const r = this.#send(entry, true);
     if (r === 'again') this.#enqueue(entry);
@@ -641,7 +638,7 @@ class Transport {
     const deadline = this.#now() + this.#exitTimeoutMs;
     for (const e of queued) {
       this.stats.stderr++;
-      this.#stderrSync(fallbackLines(e.priority, e.message, e.exceptionText, this.levelPrefix), () => this.#now() < deadline, this.#sleepSync);
+      this.#stderrSync(fallbackLines(e.priority, e.message, e.exceptionText, this.levelPrefix, e.fields), () => this.#now() < deadline, this.#sleepSync);
     }
   }
 
@@ -656,7 +653,7 @@ class Transport {
       this.#settle();
     };
     try {
-      this.#stderr.write(fallbackLines(entry.priority, entry.message, entry.exceptionText, this.levelPrefix), finish);
+      this.#stderr.write(fallbackLines(entry.priority, entry.message, entry.exceptionText, this.levelPrefix, entry.fields), finish);
     } catch {
       // stderr closed (EPIPE): there is nowhere left to say anything.
       finish();
@@ -883,8 +880,11 @@ class JournalImpl implements Journal {
       exceptionText = out.get('EXCEPTION_TEXT') as string;
     } else if (formattedError) {
       for (const [k, v] of errorFields(formattedError)) if (!out.has(k)) out.set(k, v);
+    } else if (typeof out.get('EXCEPTION_TEXT') === 'string') {
+      // A stack given as a field (sd-handoff/pino maps pino's err.stack to it) is printed on stderr as well.
+      exceptionText = out.get('EXCEPTION_TEXT') as string;
     }
-    this.#transport.emit({ data: serializeEntry(out), priority, message: text, exceptionText });
+    this.#transport.emit({ data: serializeEntry(out), priority, message: text, exceptionText, fields: out });
   }
 
   child(fields: Fields): Journal {

@@ -183,7 +183,7 @@ describeEachSuite('journal', (c, suite) => {
     const r = await c.node([SERVICE, 'fallback'], { env: { SDH_TEST_RUN: run }, check: true });
     expect(JSON.parse(r.stdout)).toMatchObject({ target: 'stderr', journalStream: null, stats: { sent: 0, stderr: 3 } });
     const lines = r.stderr.trimEnd().split('\n');
-    expect(lines.slice(0, 3)).toEqual(['<6>fallback info', '<4>fallback warn', '<3>RangeError: fallback boom']);
+    expect(lines.slice(0, 3)).toEqual([`<6>fallback info SDH_TEST_RUN=${run} REQUEST_ID=f-1`, `<4>fallback warn SDH_TEST_RUN=${run}`, `<3>RangeError: fallback boom SDH_TEST_RUN=${run} EXCEPTION_NAME=RangeError`]);
     expect(lines.length).toBeGreaterThan(3);
     for (const l of lines) expect(l).toMatch(/^<[0-7]>/);
     expect(await journalAll(c, [`SDH_TEST_RUN=${run}`])).toEqual([]);
@@ -202,7 +202,7 @@ describeEachSuite('journal', (c, suite) => {
     expect(report.journalStream).toMatch(/^\d+:\d+$/);
     expect(report).toMatchObject({ target: 'stderr', stats: { stderr: 3 } });
     const lines = (await c.readFile(errFile)).trimEnd().split('\n');
-    expect(lines.slice(0, 3)).toEqual(['<6>fallback info', '<4>fallback warn', '<3>RangeError: fallback boom']);
+    expect(lines.slice(0, 3)).toEqual([`<6>fallback info SDH_TEST_RUN=${run} REQUEST_ID=f-1`, `<4>fallback warn SDH_TEST_RUN=${run}`, `<3>RangeError: fallback boom SDH_TEST_RUN=${run} EXCEPTION_NAME=RangeError`]);
     for (const l of lines) expect(l).toMatch(/^<[0-7]>/);
     expect(await journalAll(c, [`SDH_TEST_RUN=${run}`])).toEqual([]);
     expect((await c.journal(unit)).filter((e) => e._TRANSPORT !== 'journal' || e._PID !== '1')).toEqual([]);

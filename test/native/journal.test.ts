@@ -221,8 +221,9 @@ describe('child processes', () => {
     expect(r.report?.target).toBe('stderr');
     expect(journald.messages).toHaveLength(0);
     const lines = r.stderr.split('\n');
-    expect(lines.slice(0, 4)).toEqual(['<7>d', '<6>i', '<4>w', '<3>Error: boom']);
-    expect(lines[4]).toMatch(/^<3> {4}at .*journal-child\.mjs/);
+    // The fields on the first line, the stack indented below it (docs/journal.md, "stderr fallback").
+    expect(lines.slice(0, 4)).toEqual(['<7>d', '<6>i REQUEST_ID=r-1', '<4>w', '<3>Error: boom EXCEPTION_NAME=Error EXCEPTION_CODE=EBOOM']);
+    expect(lines[4]).toMatch(/^<3> {6}at .*journal-child\.mjs/);
   });
 
   it('falls back to stderr without throwing when the journal socket does not exist (ENOENT)', async () => {
@@ -230,7 +231,7 @@ describe('child processes', () => {
     expect(r.code).toBe(0);
     expect(r.report?.target).toBe('journal');
     expect(r.report?.stats.stderr).toBe(4);
-    expect(r.stderr.split('\n').slice(0, 3)).toEqual(['<7>d', '<6>i', '<4>w']);
+    expect(r.stderr.split('\n').slice(0, 3)).toEqual(['<7>d', '<6>i REQUEST_ID=r-1', '<4>w']);
   });
 
   it('loses nothing on a normal exit: 1000 entries logged then process.exit(0), all 1000 arrive in order', async () => {
@@ -261,7 +262,8 @@ describe('child processes', () => {
       const lines = r.stderr.split('\n').filter(Boolean);
       expect(got.length).toBeGreaterThan(0);
       expect(lines.length).toBeGreaterThan(0);
-      expect([...got, ...lines.map((l) => l.replace(/^<6>/, ''))]).toEqual(Array.from({ length: 100 }, (_, i) => `entry ${i}`));
+      // Each stderr line carries the entry's field (N=i) after the message.
+      expect([...got, ...lines.map((l) => l.replace(/^<6>/, '').replace(/ N=\d+$/, ''))]).toEqual(Array.from({ length: 100 }, (_, i) => `entry ${i}`));
     } finally {
       native().close(stuck);
     }

@@ -314,22 +314,36 @@ describe('where entries go', () => {
     expect(createJournal({ ...w.options, env: { JOURNAL_STREAM: 'junk' } }).target).toBe('stderr');
   });
 
-  it('writes stderr lines with <N> prefixes, every line of a multi-line message prefixed', () => {
+  it('writes stderr lines with <N> prefixes and the fields on the first line; later lines indented, so one entry stays one record', () => {
     const w = world({ stream: 'unset' });
     const j = createJournal(w.options);
-    j.warn('one line', { IGNORED: 'fields are not printed' });
+    j.warn('one line', { REQUEST_ID: 'r-17', ATTEMPT: 3 });
     j.error('first\nsecond');
     j.info('trailing newline\n');
     j.info('');
-    expect(w.lines).toEqual(['<4>one line\n', '<3>first\n<3>second\n', '<6>trailing newline\n', '<6>\n']);
+    expect(w.lines).toEqual(['<4>one line REQUEST_ID=r-17 ATTEMPT=3\n', '<3>first\n<3>  second\n', '<6>trailing newline\n', '<6>\n']);
     expect(w.sent).toHaveLength(0);
     expect(j.stats().stderr).toBe(4);
   });
 
-  it('prints an error once, stack included, each line prefixed', () => {
-    expect(fallbackLines(3, 'Error: x', 'Error: x\n    at f (a.js:1:1)')).toBe('<3>Error: x\n<3>    at f (a.js:1:1)\n');
-    expect(fallbackLines(4, 'retrying', 'TypeError: bad\n    at g')).toBe('<4>retrying\n<4>TypeError: bad\n<4>    at g\n');
-    expect(fallbackLines(6, 'a\nb', undefined, false)).toBe('a\nb\n');
+  it('quotes a field value that has spaces, quotes, "=", a newline or nothing, so the first line stays one line of KEY=value pairs', () => {
+    const w = world({ stream: 'unset' });
+    const j = createJournal(w.options).child({ SERVICE: 'api' });
+    j.notice('started', { PATH: '/srv/my app', QUERY: 'a=b', NOTE: 'say "hi"', MULTI: 'x\ny', EMPTY: '' });
+    expect(w.lines).toEqual(['<5>started SERVICE=api PATH="/srv/my app" QUERY="a=b" NOTE="say \\"hi\\"" MULTI="x\\ny" EMPTY=""\n']);
+  });
+
+  it('prints an error once, with its fields and its stack, every line prefixed and the stack indented', () => {
+    expect(fallbackLines(3, 'Error: x', 'Error: x\n    at f (a.js:1:1)')).toBe('<3>Error: x\n<3>      at f (a.js:1:1)\n');
+    expect(fallbackLines(4, 'retrying', 'TypeError: bad\n    at g')).toBe('<4>retrying\n<4>  TypeError: bad\n<4>      at g\n');
+    expect(fallbackLines(6, 'a\nb', undefined, false)).toBe('a\n  b\n');
+    const w = world({ stream: 'unset' });
+    const err = Object.assign(new Error('connect failed'), { code: 'ECONNREFUSED' });
+    createJournal(w.options).error(err, { DB_HOST: 'db1' });
+    const lines = w.lines[0]!.split('\n');
+    expect(lines[0]).toBe('<3>Error: connect failed DB_HOST=db1 EXCEPTION_NAME=Error EXCEPTION_CODE=ECONNREFUSED');
+    expect(lines[1]).toMatch(/^<3> {6}at .*journal\.test\.ts:\d+:\d+\)?$/);
+    expect(lines.slice(1, -1).every((l) => l.startsWith('<3>  '))).toBe(true);
   });
 
   it('falls back to stderr without throwing when journald is absent (ENOENT, ECONNREFUSED)', () => {
