@@ -15,15 +15,18 @@
  * this module included, is started again and takes the listeners over; the old process drains and exits.
  *
  * Environment:
- *   SDH_AUTO_NAMES          listener names by port or path: `http=8080,admin=9090,api=/run/app/api.sock`
- *                           (default `tcp-<port>` / `unix-<n>`; a second listen on the same port gets `-2`...)
- *   SDH_AUTO_LISTENERS      how many listens make the application ready
- *   SDH_AUTO_READY_DELAY_MS default 100
- *   SDH_PIDFILE             PID file (PIDFile=), written before readiness
- *   SDH_FDSTORE=1           keep the listeners in systemd's fd store
- *   SDH_DRAIN_TIMEOUT_MS, SDH_DRAIN_GRACE_MS, SDH_UPGRADE_TIMEOUT_MS
- *   SDH_CONTROL_SOCKET      the control socket (read by the Upgrader)
- * and, through the Upgrader, LISTEN_*, NOTIFY_SOCKET, WATCHDOG_*, SDH_UPGRADE.
+ *
+ * | variable | meaning |
+ * | --- | --- |
+ * | `SDH_AUTO_NAMES` | listener names by port or path: `http=8080,admin=9090,api=/run/app/api.sock` (default `tcp-<port>` / `unix-<n>`; a second listen on the same port gets `-2`...) |
+ * | `SDH_AUTO_LISTENERS` | how many listens make the application ready |
+ * | `SDH_AUTO_READY_DELAY_MS` | default 100 |
+ * | `SDH_PIDFILE` | PID file (`PIDFile=`), written before readiness |
+ * | `SDH_FDSTORE=1` | keep the listeners in systemd's fd store |
+ * | `SDH_DRAIN_TIMEOUT_MS`, `SDH_DRAIN_GRACE_MS`, `SDH_UPGRADE_TIMEOUT_MS` | the Upgrader's bounds |
+ * | `SDH_CONTROL_SOCKET` | the control socket (read by the Upgrader) |
+ *
+ * and, through the Upgrader, `LISTEN_*`, `NOTIFY_SOCKET`, `WATCHDOG_*`, `SDH_UPGRADE`.
  *
  * This is the `import` entry: it waits (top-level await) until the Upgrader exists, so the application loads after
  * it and {@link upgrader} is there from its first line. `node --require sd-handoff/auto` and `require()` get
