@@ -9,13 +9,14 @@
  * install keeps it; its npm cache is filled on the host (.lab/install/npm-cache, kept between runs) and copied in.
  * Stopping the container removes every unit and file the test made in it; the host's scratch dir is removed too.
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { exampleUnit, PIDFILE, reloadOk, SOCKET, UNIT } from './hello.js';
 import { PROJECT_ROOT } from './lab/config.js';
 import { bootContainer, type Container, EXPECTED_SYSTEMD, labState, pause, scaled, suiteState } from './lab/index.js';
+import { pidAlive } from './lab/run.js';
 import { failures, NO_FAILURES, startLoad } from './load.js';
 import { fillCache, type HostNpm, hostNpm, officialNodes, registrySpecs, typescriptSpecs } from './install/offline.js';
 import { type Packed, packRepository, sizeLine, tarballProblems } from './install/pack.js';
@@ -28,10 +29,19 @@ const HOST_CACHE = path.join(SCRATCH, 'npm-cache');
 /** What the owners of the packaging fix: said in every failure that is the package's, not the test's. */
 const PACKAGE_PROBLEM = 'package problem (packaging: prebuilds, exports map, install script, files)';
 
+/** Scratch dirs of runs that were killed before their afterAll (their pid is gone). */
+function sweepDeadRuns(): void {
+  for (const name of existsSync(SCRATCH) ? readdirSync(SCRATCH) : []) {
+    const pid = Number(/^run-(\d+)$/.exec(name)?.[1]);
+    if (pid && !pidAlive(pid)) rmSync(path.join(SCRATCH, name), { recursive: true, force: true });
+  }
+}
+
 let packing: Promise<Packed> | undefined;
 /** One `npm pack` per run, shared by both describes. */
 function packed(): Promise<Packed> {
   packing ??= (async () => {
+    sweepDeadRuns();
     rmSync(RUN_DIR, { recursive: true, force: true });
     mkdirSync(RUN_DIR, { recursive: true });
     return packRepository(RUN_DIR);
@@ -78,6 +88,7 @@ if (!lab.run) {
     let c: Container | undefined;
     let npmInfo: HostNpm;
     let tgz = '';
+    let version = '';
     const installed = new Map<Variant, boolean>();
     /** The node binaries in the container the programs run on: the lab's, then official 22 and 24 (one per major). */
     let nodes: string[] = [];
@@ -97,6 +108,7 @@ if (!lab.run) {
         majors.add(major);
       }
       tgz = `${WORK}/${path.basename(p.tgz)}`;
+      version = p.manifest.version;
       const fromRepo = (f: string) => `/project/${path.relative(PROJECT_ROOT, f)}`;
       const setup = 'mkdir -p "$1/home"; cp -a "$2" "$3"; cp "$4" "$5"; ln -sf ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm';
       await c.exec(['/bin/sh', '-ec', setup, 'sh', WORK, fromRepo(HOST_CACHE), CACHE, fromRepo(p.tgz), tgz], { check: true, timeoutMs: 120_000 });
@@ -134,6 +146,8 @@ if (!lab.run) {
           expect(report!.addons).toEqual([expect.stringMatching(new RegExp(`^${v.dir}/node_modules/sd-handoff/prebuilds/linux-x64/[^/]+\\.node$`))]);
           ran.push(`${program} on ${report!.node}`);
         }
+        const bin = await c!.exec([`${v.dir}/node_modules/.bin/sd-handoff`, '--version'], { cwd: v.dir });
+        expect(bin.stdout.trim(), `the package's sd-handoff command in ${v.dir}\n${tail(bin)}`).toContain(version);
         console.log(`[install] ${variantName(v)}: npm install ${installMs} ms; ran ${ran.join(', ')}`);
         installed.set(v, true);
       });
@@ -153,6 +167,9 @@ if (!lab.run) {
         return { pid, active: p.ActiveState, pidFile: Number((await c!.exec(['cat', PIDFILE])).stdout.trim()), addons: await mappedAddons(c!, pid) };
       };
       const prebuild = expect.stringMatching(new RegExp(`^${project.dir}/node_modules/sd-handoff/prebuilds/linux-x64/[^/]+\\.node$`));
+      const exec = await c!.show(UNIT, ['ExecStart', 'ExecReload']);
+      expect(exec.ExecStart).toContain(`argv[]=/usr/local/bin/node ${server} `);
+      expect(exec.ExecReload).toContain(`argv[]=${project.dir}/node_modules/.bin/sd-handoff upgrade`);
       const first = await state();
       expect(first).toMatchObject({ active: 'active', pidFile: first.pid, addons: [prebuild] });
       const ka = await startLoad(c!, 'keepalive', 8, ['--slow-path', '/slow', '--slow-connections', '2']);
