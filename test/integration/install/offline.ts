@@ -6,9 +6,8 @@
 import { existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { PROJECT_ROOT } from '../lab/config.js';
+import { PROJECT_ROOT, scaled } from '../lab/config.js';
 import type { Manifest } from './pack.js';
-import { scaled } from '../lab/index.js';
 import { run } from '../lab/run.js';
 
 export interface HostNpm {

@@ -5,8 +5,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 
-import { PROJECT_ROOT } from '../lab/config.js';
-import { scaled } from '../lab/index.js';
+import { PROJECT_ROOT, scaled } from '../lab/config.js';
 import { run } from '../lab/run.js';
 
 export interface Packed {
