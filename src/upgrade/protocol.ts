@@ -57,8 +57,12 @@ export type ParentMessage =
   | { t: 'reply'; id: number; ok: true; body: unknown }
   | { t: 'reply'; id: number; ok: false; error: string; code?: string };
 
-/** Parses and checks `SDH_UPGRADE`; undefined when unset or meant for another process. */
-export function parseUpgradeEnv(text: string | undefined, ppid: number): UpgradeEnv | undefined {
+/**
+ * Parses and checks `SDH_UPGRADE`; undefined when unset or meant for another process. A parent that no longer
+ * exists (`parentAlive` false: it died after spawning us, and we were reparented) still makes us its new version:
+ * the channel's end then tells the Upgrader the parent is gone.
+ */
+export function parseUpgradeEnv(text: string | undefined, ppid: number, parentAlive: (pid: number) => boolean = () => true): UpgradeEnv | undefined {
   if (text === undefined || text === '') return undefined;
   let value: unknown;
   try {
@@ -87,7 +91,7 @@ export function parseUpgradeEnv(text: string | undefined, ppid: number): Upgrade
   if (env.v !== PROTOCOL_VERSION) {
     throw sdError('SDH_PROTOCOL', `${UPGRADE_ENV} speaks protocol ${env.v}; this sd-handoff speaks ${PROTOCOL_VERSION}`, { variable: UPGRADE_ENV });
   }
-  if (env.parent !== ppid) return undefined;
+  if (env.parent !== ppid && parentAlive(env.parent)) return undefined;
   return env as UpgradeEnv;
 }
 

@@ -73,6 +73,16 @@ import {
   type UpgradeEnv,
 } from './protocol.js';
 
+/** True while a process with this pid exists (EPERM: it exists, and is not ours to signal). */
+function pidExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** The Upgrader's states. */
 export const State = {
   /** Created, not yet ready (a new process waiting to take over, or the first process starting). */
@@ -332,6 +342,9 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   #readyPromise: Promise<void> | undefined;
   #currentUpgrade: UpgradeRun | undefined;
   #handoverWaiter: ((msg: ParentMessage) => void) | undefined;
+  /** New version only: the upgrading parent went away (channel closed) without handing over or aborting. */
+  #parentGone = false;
+  #parentAborted = false;
   readonly #requests = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   #requestId = 0;
   #requestHandler: ((body: unknown) => unknown) | undefined;
@@ -384,7 +397,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
 
     const upgradeText = this.#env[UPGRADE_ENV];
     delete this.#env[UPGRADE_ENV];
-    this.#upgradeEnv = parseUpgradeEnv(upgradeText, options.ppid ?? process.ppid);
+    this.#upgradeEnv = parseUpgradeEnv(upgradeText, options.ppid ?? process.ppid, pidExists);
     // Read once and unset, so a process this one starts later does not try a takeover of its own.
     const takeoverEnv = this.#env.SDH_TAKEOVER;
     const reportEnv = this.#env.SDH_TAKEOVER_REPORT_FD;
@@ -444,7 +457,13 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       const channel = new net.Socket({ fd: CHANNEL_FD, readable: true, writable: true });
       channel.on('error', () => {});
       channel.on('data', lineReader((msg) => this.#onParentMessage(msg as ParentMessage), (line) => this.#onParentMessage({ t: 'abort', reason: `unexpected message ${show(line)}` })));
-      const gone = (): void => this.#onParentMessage({ t: 'abort', reason: 'the upgrading parent closed the channel before handing over' });
+      const gone = (): void => {
+        if (this.#parentGone || this.#channel !== channel) return;
+        this.#parentGone = !this.#parentAborted;
+        // Our stdout/stderr are pipes into the parent: with the parent gone, the next write would die of EPIPE.
+        if (this.#parentGone) this.#takeOutput();
+        this.#onParentMessage({ t: 'abort', reason: 'the upgrading parent closed the channel before handing over' });
+      };
       channel.once('end', gone);
       channel.once('close', gone);
       this.#channel = channel;
@@ -781,6 +800,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       return;
     }
     if (msg.t === 'abort') {
+      if (!this.#parentGone) this.#parentAborted = true;
       for (const p of this.#requests.values()) p.reject(sdError('SDH_UPGRADE_FAILED', msg.reason));
       this.#requests.clear();
     }
@@ -832,15 +852,19 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
 
   async #becomeMain(): Promise<void> {
     const channel = this.#channel!;
-    const answer = new Promise<ParentMessage>((resolve) => (this.#handoverWaiter = resolve));
-    channel.write(`${JSON.stringify({ t: 'ready', pid: this.#pid })}\n`);
-    const msg = await answer;
-    if (msg.t !== 'handover') {
-      throw sdError('SDH_UPGRADE_FAILED', `the upgrading parent refused the handover: ${msg.t === 'abort' ? msg.reason : show(msg)}`);
+    let msg: ParentMessage | undefined;
+    if (!this.#parentGone) {
+      const answer = new Promise<ParentMessage>((resolve) => (this.#handoverWaiter = resolve));
+      channel.write(`${JSON.stringify({ t: 'ready', pid: this.#pid })}\n`);
+      msg = await answer;
     }
-    this.lastUpgrade = msg.lastUpgrade;
-    // From now on we are main: what we print must go where the parent's output went (the journal stream), not
-    // into pipes that die with the parent.
+    // The parent died (crashed, SIGKILL) before handing over, and we are ready with every listener: serving beats
+    // leaving the port to a process that will never answer. We claim MAINPID= ourselves; systemd accepts it if it
+    // made us main already (PIDFile= is re-read when the main process exits, and ours names us) or NotifyAccess=
+    // allows it, and otherwise its stop of the failed service ends us too (KillMode=control-group).
+    if (msg?.t === 'handover') this.lastUpgrade = msg.lastUpgrade;
+    else if (this.#parentGone) this.#claimMain();
+    else throw sdError('SDH_UPGRADE_FAILED', `the upgrading parent refused the handover: ${msg?.t === 'abort' ? msg.reason : show(msg)}`);
     // Back to the priority the parent serves at, if the parent lowered ours for the start-up.
     if (this.#upgradeEnv?.nice !== undefined) {
       try {
@@ -849,10 +873,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
         /* not allowed: keep the start-up priority */
       }
     }
-    this.#addon.dup2(STDOUT_FD, 1);
-    this.#addon.dup2(STDERR_FD, 2);
-    this.#addon.close(STDOUT_FD);
-    this.#addon.close(STDERR_FD);
+    this.#takeOutput();
     channel.end();
     channel.unref();
     this.#channel = undefined;
@@ -866,6 +887,33 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       newPid: this.#pid,
       oldPid: this.#upgradeEnv?.parent,
     });
+  }
+
+  /**
+   * From now on we are main (or the parent is gone): what we print must go where the parent's output went (the
+   * journal stream), not into pipes that die with the parent. Idempotent.
+   */
+  #takeOutput(): void {
+    if (this.#outputTaken) return;
+    this.#outputTaken = true;
+    this.#addon.dup2(STDOUT_FD, 1);
+    this.#addon.dup2(STDERR_FD, 2);
+    this.#addon.close(STDOUT_FD);
+    this.#addon.close(STDERR_FD);
+  }
+
+  #outputTaken = false;
+
+  /** New version whose parent died before the handover: tell systemd we are the service now (see #becomeMain). */
+  #claimMain(): void {
+    const parent = this.#upgradeEnv?.parent;
+    const status = `pid ${this.#pid} took over: the upgrading parent (pid ${parent}) exited before handing over`;
+    this.#emitLog({ priority: 4, event: 'parent-gone', message: status, upgrade: this.#upgradeEnv?.id, newPid: this.#pid, oldPid: parent });
+    try {
+      this.#notifier.mainPid(this.#pid, { ready: true, status });
+    } catch (err) {
+      this.#emitLog({ priority: 4, event: 'notify-failed', message: `notify-failed: ${(err as Error).message}` });
+    }
   }
 
   /**

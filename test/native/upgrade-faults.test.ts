@@ -2,14 +2,14 @@
  * Faults inside the old process during an upgrade, with the old Upgrader in this process (its notifier made to
  * fail where a test says) and a real new version (test/fixtures/plain-service.mjs) started by it.
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SdHandoffError } from '../../src/errors.js';
 import { Notifier } from '../../src/notify.js';
 import { Upgrader, type UpgradeLogEntry } from '../../src/upgrade/upgrader.js';
-import { ROOT, alive, serviceWorld, waitFor } from './helpers.js';
+import { ROOT, alive, readPid, serviceWorld, waitFor } from './helpers.js';
 
 const world = serviceWorld({ pidFile: 'faults.pid' });
 const FIXTURE = path.join(ROOT, 'test/fixtures/plain-service.mjs');
@@ -125,4 +125,47 @@ describe('Upgrader: a forged SDH_UPGRADE', () => {
     const line = world.procs.output.trim().split('\n').pop()!;
     expect(JSON.parse(line)).toEqual({ code: 'SDH_INVALID_ENV', message: expect.stringMatching(/^SDH_UPGRADE is set but fd 3 is not the upgrade channel \(a unix stream socket\) \(it is /) });
   });
+});
+
+describe('Upgrader: the old version dies during an upgrade', () => {
+  /** Children of `pid` (/proc/PID/task/PID/children). */
+  const childrenOf = (pid: number): number[] => {
+    try {
+      return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  };
+
+  // At once: the new version has not read SDH_UPGRADE yet, and finds a parent pid that is gone. Later: it is
+  // starting (its Upgrader exists) when the channel ends.
+  it.each([0, 700])('SIGKILLed %i ms after the new version started, before it is ready: the new one becomes main (PID file, MAINPID=+READY=1), serves and keeps printing', async (afterMs) => {
+    const env = { PORT: String(world.port), PIDFILE: world.pidFile, NOTIFY_SOCKET: world.notify.path, START_DELAY_MS: '1500' };
+    world.procs.start(FIXTURE, env);
+    const oldPid = await waitFor('the PID file', () => readPid(world.pidFile));
+    world.procs.track(oldPid);
+    process.kill(oldPid, 'SIGHUP');
+    const newPid = await waitFor('the new version to start', () => childrenOf(oldPid)[0]);
+    world.procs.track(newPid);
+    await new Promise((r) => setTimeout(r, afterMs));
+    process.kill(oldPid, 'SIGKILL');
+    await waitFor('the PID file to name the new version', () => readPid(world.pidFile) === newPid, 10_000).catch((err: Error) => {
+      throw new Error(`${err.message}; PID file: ${readPid(world.pidFile)}; output:\n${world.procs.output}`);
+    });
+    const claim = await waitFor('MAINPID= from the new version', () => world.notify.messages.find((m) => m.pid === newPid && m.text.startsWith(`MAINPID=${newPid}\nREADY=1\n`)), 5000);
+    expect(claim.text).toContain(`the upgrading parent (pid ${oldPid}) exited before handing over`);
+    // It serves, and writing to its stdout (a pipe into the dead parent until now) does not kill it.
+    for (let i = 0; i < 3; i++) {
+      const body = await new Promise<string>((resolve, reject) => {
+        http.get({ host: '127.0.0.1', port: world.port, path: `/${i}`, agent: false }, (res) => {
+          let b = '';
+          res.on('data', (d: Buffer) => (b += d.toString()));
+          res.on('end', () => resolve(b));
+        }).on('error', reject);
+      });
+      expect(body).toBe(`hello from ${newPid}\n`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    expect(alive(newPid)).toBe(true);
+  }, 30_000);
 });

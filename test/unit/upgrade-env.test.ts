@@ -13,6 +13,11 @@ describe('SDH_UPGRADE', () => {
     expect(parseUpgradeEnv(undefined, 42)).toBeUndefined();
   });
 
+  it('names a parent that no longer exists (we were reparented): still ours, the channel tells the rest', () => {
+    expect(parseUpgradeEnv(JSON.stringify(ok), 1, () => false)).toEqual(ok);
+    expect(parseUpgradeEnv(JSON.stringify(ok), 1, () => true)).toBeUndefined();
+  });
+
   it.each([
     [{ ...ok, nice: 99 }, 'SDH_UPGRADE has nice 99; a nice value is an integer from -20 to 19'],
     [{ ...ok, nice: 'low' }, 'SDH_UPGRADE has nice "low"; a nice value is an integer from -20 to 19'],
