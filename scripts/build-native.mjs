@@ -38,7 +38,8 @@ export function runNodeGyp(cwd, { stdio = 'inherit', env = process.env, args = [
   return spawnSync(cmd, [...lead, 'rebuild', ...args], { cwd, stdio, env: nodeGypEnv(env), encoding: 'utf8' });
 }
 
-function main() {
+/** The contributor build: node-gyp's output shown, its exit status returned. */
+export function buildNative() {
   if (process.platform !== 'linux') {
     console.log(`sd-handoff: ${process.platform} is not Linux; skipping the native addon (systemd features will report "not supported").`);
     return 0;
@@ -56,4 +57,4 @@ function main() {
   return r.status ?? 1;
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) process.exit(main());
+if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) process.exit(buildNative());

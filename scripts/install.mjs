@@ -9,7 +9,7 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { packageRoot, runNodeGyp } from './build-native.mjs';
+import { buildNative, packageRoot, runNodeGyp } from './build-native.mjs';
 
 /** Where the build from source writes node-gyp's output (src/native.ts points to it when nothing loads). */
 export const INSTALL_LOG = path.join(packageRoot, 'build', 'sd-handoff-install.log');
@@ -45,19 +45,23 @@ async function main() {
     console.log(`sd-handoff: ${process.platform} is not Linux; no native addon (systemd features will report "not supported").`);
     return 0;
   }
-  if (!packageRoot.split(path.sep).includes('node_modules')) return runNodeGyp(packageRoot).status ?? 1;
+  if (!packageRoot.split(path.sep).includes('node_modules')) return buildNative();
   const mod = await loader();
   const fromSource = process.env.npm_config_build_from_source === 'true';
   if (mod && !fromSource && tryLoad(mod).file) return 0;
   const built = buildFromSource();
   const after = mod ? tryLoad(mod) : { file: built ? 'build/Release' : undefined };
-  if (after.file) return 0;
+  // Asked to build from source, a failure is worth saying even though the prebuild still loads.
+  if (after.file && (built || !fromSource)) return 0;
   const libc = mod?.detectLibc() ?? 'glibc';
+  const what = fromSource ? 'building the addon from source (--build-from-source) failed' : `no prebuilt addon loads on linux-${process.arch}-${libc} and building it from source failed`;
   console.error(
-    `sd-handoff: no prebuilt addon loads on linux-${process.arch}-${libc} and building it from source failed (log: ${INSTALL_LOG}).\n`
+    `sd-handoff: ${what} (log: ${INSTALL_LOG}).\n`
       + '  Install a compiler and Python: apt-get install build-essential python3 (Alpine: apk add build-base python3),\n'
       + '  then run: npm rebuild sd-handoff\n'
-      + '  Until then sd-handoff installs and imports, but its systemd features are unavailable (SDH_NATIVE_UNAVAILABLE).',
+      + (after.file
+        ? `  Meanwhile the prebuilt addon is used (${after.file}).`
+        : '  Until then sd-handoff installs and imports, but its systemd features are unavailable (SDH_NATIVE_UNAVAILABLE).'),
   );
   return 0;
 }

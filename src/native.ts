@@ -148,10 +148,10 @@ export interface NativeAddon {
   waitPid?(pid: number): { code: number | null; signal: number } | null;
 }
 
-/** The C library of a Linux system: prebuilds are tagged with it, a glibc binary does not load on musl. */
+/** The C library of a Linux system: prebuilds are tagged with it, a glibc binary does not load on musl. @internal */
 export type Libc = 'glibc' | 'musl';
 
-/** Arches the package ships a glibc prebuild for (scripts/prebuild.mjs). */
+/** Arches the package ships a glibc prebuild for (scripts/prebuild.mjs). @internal */
 export const PREBUILT_ARCHES: readonly string[] = ['x64', 'arm64'];
 
 /**

@@ -85,6 +85,16 @@ describe('the install script', () => {
     expect(loadedFrom(pkg)).toBe(path.join(pkg, 'build/Release/sd_handoff.node'));
   }, 300_000);
 
+  it('--build-from-source that fails says so, even though the prebuild still loads', () => {
+    const pkg = installedPackage(true);
+    const r = install(pkg, { CC: 'false', CXX: 'false', npm_config_build_from_source: 'true' });
+    expect(r.status).toBe(0);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines[0]).toBe(`sd-handoff: building the addon from source (--build-from-source) failed (log: ${path.join(pkg, 'build/sd-handoff-install.log')}).`);
+    expect(lines.at(-1)).toBe(`  Meanwhile the prebuilt addon is used (${path.join(pkg, 'prebuilds/linux-x64/sd-handoff.glibc.node')}).`);
+    expect(loadedFrom(pkg)).toBe(path.join(pkg, 'prebuilds/linux-x64/sd-handoff.glibc.node'));
+  });
+
   it.each(['darwin', 'win32', 'freebsd'])('on %s: builds nothing, says so, succeeds', (platform) => {
     const pkg = installedPackage(false);
     const fake = `data:text/javascript,Object.defineProperty(process, 'platform', { value: '${platform}' })`;
