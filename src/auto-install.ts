@@ -81,79 +81,104 @@ function readAutoEnv(env: NodeJS.ProcessEnv) {
   };
 }
 
-/**
- * Installs the listen patch at once and creates the Upgrader; exported for tests. Throws on a bad environment;
- * the promise rejects (and the patch is removed) when the Upgrader cannot be created.
- */
-export function installAuto(env: NodeJS.ProcessEnv = process.env): Promise<Upgrader> {
-  const { names, expected, delayMs, drainTimeoutMs, drainGraceMs, upgradeTimeoutMs } = readAutoEnv(env);
-  const created = Upgrader.create({ pidFile: env.SDH_PIDFILE || undefined, fdStore: env.SDH_FDSTORE === '1', drainTimeoutMs, drainGraceMs, upgradeTimeoutMs });
-  const original = net.Server.prototype.listen as unknown as ListenFn;
-  let upg: Upgrader | undefined;
-  const used = new Map<string, number>();
-  let pending = 0;
-  let listened = 0;
-  let readyTimer: NodeJS.Timeout | undefined;
+type AutoEnv = ReturnType<typeof readAutoEnv>;
 
-  const maybeReady = (): void => {
-    if (readyTimer) clearTimeout(readyTimer);
-    if (!upg || pending > 0 || upg.state !== 'starting') return;
-    const u = upg;
+/** The listens taken over in this process, and when they make it ready. */
+class AutoListens {
+  upg: Upgrader | undefined;
+  pending = 0;
+  #listened = 0;
+  #readyTimer: NodeJS.Timeout | undefined;
+  readonly #used = new Map<string, number>();
+
+  constructor(
+    readonly cfg: AutoEnv,
+    readonly created: Promise<Upgrader>,
+    readonly original: ListenFn,
+  ) {}
+
+  /** True once the Upgrader exists and no longer serves: listens then go to Node as they are. */
+  get gone(): boolean {
+    const state = this.upg?.state;
+    return state === 'draining' || state === 'stopping' || state === 'stopped';
+  }
+
+  holdReady(): void {
+    if (this.#readyTimer) clearTimeout(this.#readyTimer);
+  }
+
+  maybeReady(): void {
+    this.holdReady();
+    const u = this.upg;
+    if (!u || this.pending > 0 || u.state !== 'starting') return;
     const waitingFor = u.unclaimedListeners().filter((l) => l.name !== 'sdh-control');
     const go = (): void => {
-      if (pending > 0 || u.state !== 'starting') return;
-      u.ready(`serving ${listened} listener(s)`).catch((err: Error) => {
+      if (this.pending > 0 || u.state !== 'starting') return;
+      u.ready(`serving ${this.#listened} listener(s)`).catch((err: Error) => {
         process.stderr.write(`sd-handoff/auto: ready failed: ${err.message}\n`);
         process.exitCode = 1;
       });
     };
-    if (expected !== undefined) {
-      if (listened >= expected) setImmediate(go);
+    if (this.cfg.expected !== undefined) {
+      if (this.#listened >= this.cfg.expected) setImmediate(go);
     } else if (waitingFor.length === 0) setImmediate(go);
-    else readyTimer = setTimeout(go, delayMs);
-  };
+    else this.#readyTimer = setTimeout(go, this.cfg.delayMs);
+  }
 
-  const nameFor = (spec: Spec): string => {
+  #nameFor(spec: Spec): string {
     const key = spec.path ?? String(spec.port);
-    const base = names.get(key) ?? (spec.path ? `unix-${[...used.keys()].filter((k) => k.startsWith('unix-')).length + 1}` : `tcp-${spec.port}`);
-    const n = (used.get(base) ?? 0) + 1;
-    used.set(base, n);
+    const base = this.cfg.names.get(key) ?? (spec.path ? `unix-${[...this.#used.keys()].filter((k) => k.startsWith('unix-')).length + 1}` : `tcp-${spec.port}`);
+    const n = (this.#used.get(base) ?? 0) + 1;
+    this.#used.set(base, n);
     return n === 1 ? base : `${base}-${n}`;
-  };
+  }
 
-  const serve = async (server: net.Server, spec: Spec): Promise<void> => {
-    upg = await created;
+  /** Takes `server`'s listener over (waiting for the Upgrader if need be) and serves it with `server`. */
+  async serve(server: net.Server, spec: Spec): Promise<void> {
+    const upg = (this.upg = await this.created);
+    const { drainTimeoutMs, drainGraceMs } = this.cfg;
     let host = spec.host;
     // Node resolves a host name to its first address; so do we, to bind or match the same address.
     if (host !== undefined && net.isIP(host) === 0) host = (await dns.lookup(host)).address;
     const address: StreamAddress = spec.path !== undefined ? { path: spec.path } : host === undefined ? { port: spec.port! } : { port: spec.port!, host };
-    const name = inheritedName(upg, nameFor(spec), spec, host);
+    const name = inheritedName(upg, this.#nameFor(spec), spec, host);
     const held = await upg.holdListener(name, address, spec.backlog === undefined ? {} : { backlog: spec.backlog });
     trackConnections(server);
     upg.onDrain(() => drainServer(server, { timeoutMs: drainTimeoutMs, graceMs: drainGraceMs }));
     // Node keeps the backlog of an fd only as listen()'s second argument.
-    original.call(server, { fd: held.fd }, spec.backlog ?? 511);
+    this.original.call(server, { fd: held.fd }, spec.backlog ?? 511);
     await new Promise<void>((resolve, reject) => {
       if (server.listening) return resolve();
       server.once('listening', () => resolve());
       server.once('error', reject);
     });
-    listened++;
-  };
+    this.#listened++;
+  }
+}
 
+/**
+ * Installs the listen patch at once and creates the Upgrader; exported for tests. Throws on a bad environment;
+ * the promise rejects (and the patch is removed) when the Upgrader cannot be created.
+ */
+export function installAuto(env: NodeJS.ProcessEnv = process.env): Promise<Upgrader> {
+  const cfg = readAutoEnv(env);
+  const { drainTimeoutMs, drainGraceMs, upgradeTimeoutMs } = cfg;
+  const created = Upgrader.create({ pidFile: env.SDH_PIDFILE || undefined, fdStore: env.SDH_FDSTORE === '1', drainTimeoutMs, drainGraceMs, upgradeTimeoutMs });
+  const original = net.Server.prototype.listen as unknown as ListenFn;
+  const listens = new AutoListens(cfg, created, original);
   const patched = function patchedListen(this: net.Server, ...args: unknown[]): net.Server {
     const spec = parseListenArgs(args);
-    const gone = upg !== undefined && (upg.state === 'draining' || upg.state === 'stopping' || upg.state === 'stopped');
-    if (!spec || (this as unknown as Record<symbol, unknown>)[INTERNAL_LISTEN] || gone) return original.apply(this, args);
+    if (!spec || (this as unknown as Record<symbol, unknown>)[INTERNAL_LISTEN] || listens.gone) return original.apply(this, args);
     const server = this;
-    pending++;
-    if (readyTimer) clearTimeout(readyTimer);
+    listens.pending++;
+    listens.holdReady();
     if (spec.callback) server.once('listening', spec.callback);
-    serve(server, spec)
+    listens
+      .serve(server, spec)
       .catch((err: unknown) => server.emit('error', err))
       .finally(() => {
-        pending--;
-        maybeReady();
+        listens.pending--;
+        listens.maybeReady();
       });
     return server;
   } as typeof net.Server.prototype.listen;
