@@ -50,6 +50,24 @@ describe.each(ARCHES)('prebuilds/linux-%s', (arch) => {
   });
 });
 
+describe('npm run build:prebuilds', () => {
+  it('without the cross compiler: fails, naming the Debian package, and leaves the shipped prebuild alone', () => {
+    const bin = fs.mkdtempSync(path.join(os.tmpdir(), 'sdh-nocross-'));
+    try {
+      fs.symlinkSync(process.execPath, path.join(bin, 'node'));
+      const before = fs.statSync(files.arm64).mtimeMs;
+      const r = spawnSync(process.execPath, ['scripts/prebuild.mjs', 'arm64'], { cwd: ROOT, env: { ...process.env, PATH: bin }, encoding: 'utf8' });
+      expect(r.status).toBe(1);
+      expect(r.stderr.trim()).toBe(
+        "prebuild: aarch64-linux-gnu-g++ not found, needed for the linux-arm64 prebuild: install Debian's g++-aarch64-linux-gnu (apt-get install g++-aarch64-linux-gnu)",
+      );
+      expect(fs.statSync(files.arm64).mtimeMs).toBe(before);
+    } finally {
+      fs.rmSync(bin, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('the x64 prebuild in a package without build/', () => {
   it('is what the loader takes, and it passes fds and reads sealed memfds', () => {
     const pkg = fs.mkdtempSync(path.join(os.tmpdir(), 'sdh-prebuilt-'));
