@@ -52,7 +52,7 @@ export function buildNative() {
   if (r.status === 0 && existsSync(path.join(packageRoot, 'prebuilds'))) {
     // The loader prefers a matching prebuild: a contributor changing native/ must not test the old binary.
     console.log('sd-handoff: built build/Release/sd_handoff.node; the loader still prefers prebuilds/ '
-      + '(run `npm run prebuild` to refresh them, or set SD_HANDOFF_NATIVE=build/Release/sd_handoff.node).');
+      + '(run `npm run build:prebuilds` to refresh them, or set SD_HANDOFF_NATIVE=build/Release/sd_handoff.node).');
   }
   return r.status ?? 1;
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm run prebuild` (and `prepack`): the N-API prebuilds shipped in the package, made with prebuildify
+// `npm run build:prebuilds` (and `prepack`): the N-API prebuilds shipped in the package, made with prebuildify
 // (--napi, stripped, libc-tagged) into prebuilds/linux-<arch>/sd-handoff.glibc.node:
 //   linux-x64    with the host g++ (or x86_64-linux-gnu-g++ on another host)
 //   linux-arm64  with aarch64-linux-gnu-g++ (Debian: g++-aarch64-linux-gnu)
