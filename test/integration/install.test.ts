@@ -126,7 +126,7 @@ if (!lab.run) {
     });
 
     for (const v of VARIANTS) {
-      it(`${variantName(v)}: installs offline; on Node 20, 22 and 24 it loads the prebuilt addon and notify.ready() is false outside systemd`, async () => {
+      it(`${variantName(v)}: installs offline; on the lab's node and official Node 22 and 24 it loads the prebuilt addon and notify.ready() is false outside systemd`, async () => {
         const t0 = Date.now();
         const r = await installProject(c!, v, tgz, typescriptSpecs(), npmInfo.registry);
         expect(r.code, `npm install in ${v.dir} failed (${PACKAGE_PROBLEM})\n${tail(r)}`).toBe(0);
@@ -141,7 +141,7 @@ if (!lab.run) {
           expect(report, `node ${program} in ${v.dir} failed (${PACKAGE_PROBLEM})\n${tail(result)}`).toBeDefined();
           const why = report?.native === false ? `the addon did not load: ${await whyNoAddon(c!, v.dir)}` : '';
           expect(report, why).toMatchObject({ native: true, ready: false, entry: expect.stringContaining(`${v.dir}/node_modules/sd-handoff/`) });
-          expect(report!.subpaths).toHaveLength(2);
+          expect(report!.subpaths).toEqual([expect.stringContaining(`${v.dir}/node_modules/sd-handoff/dist/`), expect.stringContaining(`${v.dir}/node_modules/sd-handoff/dist/`)]);
           // Without a compiler nothing could have been built: the addon must be the shipped prebuild.
           expect(report!.addons).toEqual([expect.stringMatching(new RegExp(`^${v.dir}/node_modules/sd-handoff/prebuilds/linux-x64/[^/]+\\.node$`))]);
           ran.push(`${program} on ${report!.node}`);
