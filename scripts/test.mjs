@@ -21,7 +21,7 @@
 // (`npm test -- test/unit/cli.test.ts`), and then lab-node24, whose files are fixed, runs only when SDH_TEST_RUNS
 // names it. Exits non-zero when any run failed.
 import { spawnSync } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { existsSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -62,8 +62,19 @@ export function selectRuns(env = process.env, filtered = false) {
   return RUNS.filter((r) => ids.includes(r.id));
 }
 
+/**
+ * node-gyp of the npm that came with the host's node. The registry's Node packages ship no npm, so a test that runs
+ * an install script directly under them finds no node-gyp next to their node; npm would set npm_config_node_gyp to
+ * its own when it runs one, and so does npm test.
+ */
+export function hostNodeGyp(execPath = process.execPath) {
+  const prefix = path.dirname(path.dirname(realpathSync(execPath)));
+  const gyp = path.join(prefix, 'lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js');
+  return existsSync(gyp) ? gyp : undefined;
+}
+
 /** The vitest command line and environment of `run` under the node at `nodePath`. */
-export function vitestCommand(run, nodePath, extraArgs = [], env = process.env) {
+export function vitestCommand(run, nodePath, extraArgs = [], env = process.env, nodeGyp = hostNodeGyp()) {
   const args = [
     path.join(ROOT, 'node_modules/vitest/vitest.mjs'), 'run',
     '--reporter=default', '--reporter=json', `--outputFile.json=${run.report}`,
@@ -72,6 +83,7 @@ export function vitestCommand(run, nodePath, extraArgs = [], env = process.env) 
   // PATH first: a test or fixture that runs `node` by name gets this run's node, not the host's.
   const runEnv = { ...env, ...run.env, PATH: `${path.dirname(nodePath)}${path.delimiter}${env.PATH ?? ''}`, SDH_TEST_NODE_LABEL: '1' };
   if (run.labNode) runEnv.SDH_LAB_NODE = nodePath;
+  if (run.node !== 'host' && nodeGyp && !env.npm_config_node_gyp) runEnv.npm_config_node_gyp = nodeGyp;
   return { cmd: nodePath, args, env: runEnv };
 }
 

@@ -114,12 +114,15 @@ describe('scripts/test.mjs: the runs of npm test', () => {
     expect(new Set(reports).size).toBe(RUNS.length);
     const lab = RUNS.find((r: { id: string }) => r.id === 'lab-node24');
     const node = '/cache/x64-24/bin/node';
-    const c = vitestCommand(lab, node, ['-t', 'x'], { PATH: '/usr/bin' });
+    const c = vitestCommand(lab, node, ['-t', 'x'], { PATH: '/usr/bin' }, '/npm/node-gyp.js');
     expect(c.cmd).toBe(node);
     expect(c.args).toEqual(expect.arrayContaining(['--outputFile.json=test-results.lab-node24.json', 'test/integration/upgrader.test.ts', '-t', 'x']));
     expect(c.env).toMatchObject({ PATH: '/cache/x64-24/bin:/usr/bin', SDH_TEST_NODE_LABEL: '1', SDH_LAB_NODE: node, SDH_LAB_SUITES: 'bookworm' });
-    const unit = vitestCommand(RUNS[1], node, [], { PATH: '/usr/bin', SDH_LAB_NODE: '/mine' });
+    // The registry's Node ships no npm: install scripts run under it get the host npm's node-gyp, as npm would pass it.
+    expect(c.env.npm_config_node_gyp).toBe('/npm/node-gyp.js');
+    const unit = vitestCommand(RUNS[1], node, [], { PATH: '/usr/bin', SDH_LAB_NODE: '/mine' }, '/npm/node-gyp.js');
     expect(unit.env.SDH_LAB_NODE).toBe('/mine');
+    expect(vitestCommand(RUNS[0], process.execPath, [], { PATH: '/usr/bin' }, '/npm/node-gyp.js').env.npm_config_node_gyp).toBeUndefined();
   });
 });
 
