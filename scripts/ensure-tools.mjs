@@ -22,6 +22,8 @@ export const TOOLS = [
   { pkg: 'qemu-user-static', command: 'qemu-aarch64-static', why: 'runs the arm64 addon tests with the arm64 node' },
   { pkg: 'g++-aarch64-linux-gnu', command: 'aarch64-linux-gnu-g++', why: 'cross-builds the linux-arm64 prebuild (and brings the arm64 glibc)' },
   { pkg: 'tini', command: 'tini', why: 'the container tests with a tiny init as PID 1' },
+  { pkg: 'dumb-init', command: 'dumb-init', why: 'the container tests with dumb-init as PID 1' },
+  { pkg: 'catatonit', command: 'catatonit', why: "the container tests with podman's --init (catatonit) as PID 1" },
   // Usually there already (npm ci compiles the addon from a fresh clone), listed so a minimal image gets them too.
   { pkg: 'build-essential', command: 'g++', why: 'compiles the addon and the linux-x64 prebuild (g++, make, objdump)' },
   { pkg: 'python3', command: 'python3', why: 'node-gyp, and the Python program of the sd-handoff run tests' },
