@@ -124,6 +124,15 @@ describe('JavaScript project: import and require() of sd-handoff, sd-handoff/pin
     }, 60_000);
   }
 
+  it('one install and one Upgrader per process, whichever entry of sd-handoff/auto loads first', () => {
+    for (const node of NODES) {
+      for (const preload of ['--import', '--require']) {
+        const { stdout } = run(node.bin, [preload, 'sd-handoff/auto', 'both.cjs'], dir, 30_000);
+        expect(JSON.parse(stdout.trim()), `${node.name} ${preload}`).toEqual({ same: true, state: 'starting' });
+      }
+    }
+  }, 60_000);
+
   const started = new Set<number>();
   afterEach(async () => {
     for (const pid of started) {
