@@ -168,6 +168,7 @@ export class SuccessorWaiter {
     this.#o = options;
   }
 
+  /** At the handover: adopt orphans from now on, forward signals, and wait for `child`, the new version. */
   begin(child: ChildProcess): void {
     const o = this.#o;
     o.addon.setChildSubreaper!(true);
