@@ -1,9 +1,10 @@
 /**
  * Containers without systemd, as `docker run` makes them, with `unshare --pid --fork --mount-proc` (root; no Docker
  * engine needed): the program is PID 1 of a new PID namespace, or the child of a tiny init (tini as
- * `docker run --init` does it, dumb-init, catatonit), or `sd-handoff run` is PID 1. The network is the host's, so the load generator reaches 127.0.0.1:PORT; pids
- * the service reports are the namespace's. Every namespace is ended at the end of its test, failed or not, by
- * SIGKILL to its PID 1 (the kernel then kills everything in it) and to unshare.
+ * `docker run --init` does it, dumb-init, catatonit), or `sd-handoff run` is PID 1. The network is the host's, so
+ * the load generator reaches 127.0.0.1:PORT; pids the service reports are the namespace's. Every namespace is ended
+ * at the end of its test, failed or not, by SIGKILL to its PID 1 (the kernel then kills everything in it) and to
+ * unshare.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
