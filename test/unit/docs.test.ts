@@ -62,3 +62,38 @@ describe('API reference (docs/api)', () => {
     expect(r.status).not.toBe(0);
   }, 240_000);
 });
+
+/** GitHub's anchor for a heading: lowercased, punctuation dropped, spaces to hyphens. */
+function slug(heading: string): string {
+  return heading
+    .trim()
+    .toLowerCase()
+    .replace(/[^\p{L}\p{N} _-]/gu, '')
+    .replace(/ /g, '-');
+}
+
+describe('links between the documents', () => {
+  const documents = ['README.md', ...readdirSync(path.join(root, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+
+  it.each(documents)('%s: every relative link names a file of the repository (and a heading of it, when it has #)', (doc) => {
+    const text = readFileSync(path.join(root, doc), 'utf8').replace(/^```[\s\S]*?^```$/gm, '');
+    const broken: string[] = [];
+    for (const [, target] of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+      if (/^[a-z]+:/.test(target!)) continue;
+      const [file, anchor] = target!.split('#') as [string, string | undefined];
+      const full = file === '' ? path.join(root, doc) : path.resolve(path.dirname(path.join(root, doc)), file);
+      let content: string | undefined;
+      try {
+        content = statSync(full).isDirectory() ? '' : readFileSync(full, 'utf8');
+      } catch {
+        broken.push(target!);
+        continue;
+      }
+      if (anchor !== undefined && full.endsWith('.md')) {
+        const anchors = [...content.replace(/^```[\s\S]*?^```$/gm, '').matchAll(/^#+ (.+)$/gm)].map((m) => slug(m[1]!));
+        if (!anchors.includes(anchor)) broken.push(target!);
+      }
+    }
+    expect(broken).toEqual([]);
+  });
+});
