@@ -131,6 +131,8 @@ if (!lab.run) {
         const r = await installProject(c!, v, tgz, typescriptSpecs(), npmInfo.registry);
         expect(r.code, `npm install in ${v.dir} failed (${PACKAGE_PROBLEM})\n${tail(r)}`).toBe(0);
         const installMs = Date.now() - t0;
+        // With a prebuild that loads, the install script has nothing to compile: no compiler error reaches the user.
+        expect(`${r.stdout}\n${r.stderr}`, `npm install printed compiler errors (${PACKAGE_PROBLEM})\n${tail(r)}`).not.toMatch(/gyp ERR!|make: not found|g\+\+: not found/);
         if (v.kind === 'ts') {
           const tsc = await c!.exec(['node_modules/.bin/tsc', '-p', '.'], { cwd: v.dir, timeoutMs: 120_000 });
           expect(tsc.code, `tsc (module nodenext) in ${v.dir} failed (${PACKAGE_PROBLEM}: the published types)\n${tail(tsc)}`).toBe(0);
