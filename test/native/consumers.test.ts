@@ -133,6 +133,18 @@ describe('JavaScript project: import and require() of sd-handoff, sd-handoff/pin
     }
   }, 60_000);
 
+  it('an Upgrader that cannot be created ends the process with the error, under --import and --require alike', async () => {
+    const nothing = path.join(work.dir, 'nothing-listens-here.sock');
+    for (const node of NODES) {
+      for (const preload of ['--import', '--require']) {
+        const env = userEnv({ PORT: String(await freePort()), SDH_TAKEOVER: nothing });
+        const r = spawnSync(node.bin, [preload, 'sd-handoff/auto', 'auto-app.cjs'], { cwd: dir, env, encoding: 'utf8', timeout: 30_000 });
+        expect(r.status, `${node.name} ${preload}: ${r.stderr}`).toBe(1);
+        expect(r.stderr).toContain(`SdHandoffError: takeover: cannot reach the running instance at ${nothing}`);
+      }
+    }
+  }, 60_000);
+
   const started = new Set<number>();
   afterEach(async () => {
     for (const pid of started) {
