@@ -460,8 +460,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       const gone = (): void => {
         if (this.#parentGone || this.#channel !== channel) return;
         this.#parentGone = !this.#parentAborted;
-        // Our stdout/stderr are pipes into the parent: with the parent gone, the next write would die of EPIPE.
-        if (this.#parentGone) this.#takeOutput();
+        if (this.#parentGone) this.#orphaned();
         this.#onParentMessage({ t: 'abort', reason: 'the upgrading parent closed the channel before handing over' });
       };
       channel.once('end', gone);
@@ -858,12 +857,10 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       channel.write(`${JSON.stringify({ t: 'ready', pid: this.#pid })}\n`);
       msg = await answer;
     }
-    // The parent died (crashed, SIGKILL) before handing over, and we are ready with every listener: serving beats
-    // leaving the port to a process that will never answer. We claim MAINPID= ourselves; systemd accepts it if it
-    // made us main already (PIDFile= is re-read when the main process exits, and ours names us) or NotifyAccess=
-    // allows it, and otherwise its stop of the failed service ends us too (KillMode=control-group).
+    // The parent died before handing over and no systemd supervises us (see #orphaned): we are ready with every
+    // listener, and serving beats leaving the port to a process that will never answer.
     if (msg?.t === 'handover') this.lastUpgrade = msg.lastUpgrade;
-    else if (this.#parentGone) this.#claimMain();
+    else if (this.#parentGone && !this.#notifier.enabled) this.#emitLog({ priority: 4, event: 'parent-gone', message: `pid ${this.#pid} serves: the upgrading parent (pid ${this.#upgradeEnv?.parent}) exited before handing over`, newPid: this.#pid, oldPid: this.#upgradeEnv?.parent });
     else throw sdError('SDH_UPGRADE_FAILED', `the upgrading parent refused the handover: ${msg?.t === 'abort' ? msg.reason : show(msg)}`);
     // Back to the priority the parent serves at, if the parent lowered ours for the start-up.
     if (this.#upgradeEnv?.nice !== undefined) {
@@ -904,16 +901,29 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
 
   #outputTaken = false;
 
-  /** New version whose parent died before the handover: tell systemd we are the service now (see #becomeMain). */
-  #claimMain(): void {
+  /**
+   * New version whose upgrading parent died (crash, SIGKILL) before handing over. Our stdout/stderr are pipes into it:
+   * the next write would die of EPIPE, so they move onto the parent's own (the journal stream) at once. Outside
+   * systemd we go on, and take the service over once ready (#becomeMain). Under systemd (NOTIFY_SOCKET) the main
+   * process's death has already decided: measured on 252 and 257 the unit fails at once and KillMode=control-group
+   * kills us; on 247 the unit stays active with no known main PID and refuses our MAINPID=. Either way only a restart
+   * gives systemd a main process it knows, so we exit 1 and let Restart= (with the fd store or socket activation
+   * keeping the listener) start the service again.
+   */
+  #orphaned(): void {
+    this.#takeOutput();
+    if (!this.#notifier.enabled) return;
     const parent = this.#upgradeEnv?.parent;
-    const status = `pid ${this.#pid} took over: the upgrading parent (pid ${parent}) exited before handing over`;
-    this.#emitLog({ priority: 4, event: 'parent-gone', message: status, upgrade: this.#upgradeEnv?.id, newPid: this.#pid, oldPid: parent });
-    try {
-      this.#notifier.mainPid(this.#pid, { ready: true, status });
-    } catch (err) {
-      this.#emitLog({ priority: 4, event: 'notify-failed', message: `notify-failed: ${(err as Error).message}` });
-    }
+    this.#emitLog({
+      priority: 3,
+      event: 'parent-gone',
+      message: `pid ${this.#pid} exits: the upgrading parent (pid ${parent}) exited before handing over, which fails the service under systemd (Restart= starts it again)`,
+      upgrade: this.#upgradeEnv?.id,
+      newPid: this.#pid,
+      oldPid: parent,
+    });
+    if (this.#o.pidFile) removePidFile(this.#o.pidFile, this.#pid);
+    this.#exit(1);
   }
 
   /**

@@ -137,11 +137,8 @@ describe('Upgrader: the old version dies during an upgrade', () => {
     }
   };
 
-  // At once: the new version has not read SDH_UPGRADE yet, and finds a parent pid that is gone. Later: it is
-  // starting (its Upgrader exists) when the channel ends.
-  it.each([0, 700])('SIGKILLed %i ms after the new version started, before it is ready: the new one becomes main (PID file, MAINPID=+READY=1), serves and keeps printing', async (afterMs) => {
-    const env = { PORT: String(world.port), PIDFILE: world.pidFile, NOTIFY_SOCKET: world.notify.path, START_DELAY_MS: '1500' };
-    world.procs.start(FIXTURE, env);
+  async function startThenKillOld(env: NodeJS.ProcessEnv, afterMs: number): Promise<{ oldPid: number; newPid: number }> {
+    world.procs.start(FIXTURE, { PORT: String(world.port), PIDFILE: world.pidFile, START_DELAY_MS: '1500', ...env });
     const oldPid = await waitFor('the PID file', () => readPid(world.pidFile));
     world.procs.track(oldPid);
     process.kill(oldPid, 'SIGHUP');
@@ -149,12 +146,17 @@ describe('Upgrader: the old version dies during an upgrade', () => {
     world.procs.track(newPid);
     await new Promise((r) => setTimeout(r, afterMs));
     process.kill(oldPid, 'SIGKILL');
+    return { oldPid, newPid };
+  }
+
+  // At once: the new version has not read SDH_UPGRADE yet, and finds a parent pid that is gone. Later: it is
+  // starting (its Upgrader exists) when the channel ends.
+  it.each([0, 700])('no systemd, SIGKILLed %i ms into the new version\'s start: the new one takes over (PID file), serves and keeps printing', async (afterMs) => {
+    const { newPid } = await startThenKillOld({}, afterMs);
     await waitFor('the PID file to name the new version', () => readPid(world.pidFile) === newPid, 10_000).catch((err: Error) => {
       throw new Error(`${err.message}; PID file: ${readPid(world.pidFile)}; output:\n${world.procs.output}`);
     });
-    const claim = await waitFor('MAINPID= from the new version', () => world.notify.messages.find((m) => m.pid === newPid && m.text.startsWith(`MAINPID=${newPid}\nREADY=1\n`)), 5000);
-    expect(claim.text).toContain(`the upgrading parent (pid ${oldPid}) exited before handing over`);
-    // It serves, and writing to its stdout (a pipe into the dead parent until now) does not kill it.
+    // It serves, and writing to its stdout (a pipe into the dead parent until then) does not kill it.
     for (let i = 0; i < 3; i++) {
       const body = await new Promise<string>((resolve, reject) => {
         http.get({ host: '127.0.0.1', port: world.port, path: `/${i}`, agent: false }, (res) => {
@@ -167,5 +169,14 @@ describe('Upgrader: the old version dies during an upgrade', () => {
     }
     await new Promise((r) => setTimeout(r, 200));
     expect(alive(newPid)).toBe(true);
+    expect(world.procs.output).toMatch(new RegExp(`pid ${newPid} serves: the upgrading parent \\(pid \\d+\\) exited before handing over`));
+  }, 30_000);
+
+  it('under systemd (NOTIFY_SOCKET), the orphaned new version exits at once, saying why, and claims nothing', async () => {
+    const { oldPid, newPid } = await startThenKillOld({ NOTIFY_SOCKET: world.notify.path }, 0);
+    await waitFor(`the new version (pid ${newPid}) to exit`, () => !alive(newPid), 5000);
+    expect(world.procs.output).toContain(`pid ${newPid} exits: the upgrading parent (pid ${oldPid}) exited before handing over`);
+    expect(world.notify.messages.some((m) => m.pid === newPid)).toBe(false);
+    expect(readPid(world.pidFile)).not.toBe(newPid);
   }, 30_000);
 });
