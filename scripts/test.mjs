@@ -123,7 +123,13 @@ function main() {
   const t0 = Date.now();
   const log = (line) => console.log(`[npm test] ${line}`);
   const extraArgs = process.argv.slice(2);
-  const runs = selectRuns(process.env, extraArgs.length > 0);
+  let runs;
+  try {
+    runs = selectRuns(process.env, extraArgs.length > 0);
+  } catch (err) {
+    console.error(`npm test: ${err.message}`);
+    process.exit(2);
+  }
   try {
     ensureTools({ log });
   } catch (err) {
