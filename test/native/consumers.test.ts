@@ -41,8 +41,8 @@ function userEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return { ...env, ...extra };
 }
 
-function run(command: string, args: string[], cwd: string, timeoutMs = 120_000): { stdout: string; stderr: string } {
-  const r = spawnSync(command, args, { cwd, env: userEnv(), encoding: 'utf8', timeout: timeoutMs });
+function run(command: string, args: string[], cwd: string, timeoutMs = 120_000, env = userEnv()): { stdout: string; stderr: string } {
+  const r = spawnSync(command, args, { cwd, env, encoding: 'utf8', timeout: timeoutMs });
   if (r.status !== 0) {
     throw new Error(`${path.basename(command)} ${args.join(' ')} in ${cwd} failed (status ${r.status}, signal ${r.signal}):\n${r.stdout}\n${r.stderr}`);
   }
@@ -124,12 +124,16 @@ describe('JavaScript project: import and require() of sd-handoff, sd-handoff/pin
     }, 60_000);
   }
 
-  it('one install and one Upgrader per process, whichever entry of sd-handoff/auto loads first', () => {
+  it('one install and one Upgrader per process, whichever entry of sd-handoff/auto loads first (--import, --require, NODE_OPTIONS)', () => {
     for (const node of NODES) {
-      for (const preload of ['--import', '--require']) {
-        const { stdout } = run(node.bin, [preload, 'sd-handoff/auto', 'both.cjs'], dir, 30_000);
-        expect(JSON.parse(stdout.trim()), `${node.name} ${preload}`).toEqual({ same: true, state: 'starting' });
-      }
+      const report = (args: string[], env = userEnv()): unknown => JSON.parse(run(node.bin, args, dir, 30_000, env).stdout.trim());
+      // --import: the Upgrader is there from the application's first line.
+      expect(report(['--import', 'sd-handoff/auto', 'both.cjs']), node.name).toEqual({ same: true, state: 'starting', atStart: true });
+      expect(report(['--require', 'sd-handoff/auto', 'both.cjs']), node.name).toMatchObject({ same: true, state: 'starting' });
+      // The form for process managers that only pass an environment.
+      expect(report(['both.cjs'], userEnv({ NODE_OPTIONS: '--import sd-handoff/auto' })), node.name).toEqual({ same: true, state: 'starting', atStart: true });
+      // Without a preload, the application's own require() is the first load.
+      expect(report(['both.cjs']), node.name).toEqual({ same: true, state: 'starting', atStart: false });
     }
   }, 60_000);
 
