@@ -24,12 +24,16 @@
 import { sdError, SdHandoffError, show } from '../errors.js';
 import type { NativeAddon } from '../native.js';
 import { MAX_FDS_PER_MESSAGE } from '../notify.js';
+import { MAX_LINE_BYTES } from './protocol.js';
+import { StringDecoder } from 'node:string_decoder';
 
 const IO_TIMEOUT_MS = 10_000;
 
 /** The new side of a takeover: the connection and what it received. */
 export class TakeoverClient {
   #buffer = '';
+  /** Decodes across reads: a UTF-8 character split between two recvmsg calls stays whole. */
+  readonly #decoder = new StringDecoder('utf8');
   readonly #fds: number[] = [];
   #closed = false;
 
@@ -52,7 +56,9 @@ export class TakeoverClient {
       throw sdError('SDH_UPGRADE_FAILED', `takeover: cannot reach the running instance at ${path}: ${(err as Error).message}`, { path, cause: err });
     }
     const client = new TakeoverClient(fd, addon, path);
+    const listeners: Array<{ name: string; fd: number }> = [];
     try {
+      client.#checkPeer();
       await client.send({ cmd: 'takeover' });
       const offer = await client.next(timeoutMs);
       if (offer.ok === false) {
@@ -61,7 +67,6 @@ export class TakeoverClient {
       if (offer.t !== 'offer' || typeof offer.count !== 'number' || typeof offer.pid !== 'number') {
         throw sdError('SDH_PROTOCOL', `takeover: expected an offer, got ${show(offer)}`, { path });
       }
-      const listeners: Array<{ name: string; fd: number }> = [];
       while (listeners.length < offer.count) {
         const chunk = await client.next(timeoutMs);
         const names = chunk.names;
@@ -78,8 +83,22 @@ export class TakeoverClient {
       const env = typeof offer.env === 'object' && offer.env !== null ? (offer.env as Record<string, string>) : {};
       return { client, oldPid: offer.pid, listeners, env };
     } catch (err) {
+      // The listeners of the chunks that did arrive are ours now: a failed takeover must not keep them open.
+      for (const l of listeners) addon.close(l.fd);
       client.close();
       throw err;
+    }
+  }
+
+  /**
+   * Only root or our own uid may be the running instance: a socket path an attacker bound first must not hand us
+   * listeners (or take our ready report) as if it were the service.
+   */
+  #checkPeer(): void {
+    const own = process.getuid?.() ?? 0;
+    const peer = this.addon.peerCred(this.fd);
+    if (peer.uid !== 0 && peer.uid !== own) {
+      throw sdError('SDH_PERMISSION', `takeover: the process at ${this.path} (pid ${peer.pid}) runs as uid ${peer.uid}, neither root nor ours (${own})`, { path: this.path, pid: peer.pid, uid: peer.uid });
     }
   }
 
@@ -111,7 +130,10 @@ export class TakeoverClient {
       if (got.data.length === 0 && got.fds.length === 0) {
         throw sdError('SDH_UPGRADE_FAILED', 'takeover: the running instance closed the connection', { path: this.path });
       }
-      this.#buffer += got.data.toString('utf8');
+      this.#buffer += this.#decoder.write(got.data);
+      if (this.#buffer.length > MAX_LINE_BYTES && !this.#buffer.includes('\n')) {
+        throw sdError('SDH_PROTOCOL', `takeover: the running instance sent a line longer than ${MAX_LINE_BYTES} bytes`, { path: this.path });
+      }
     }
   }
 
