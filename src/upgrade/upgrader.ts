@@ -1035,7 +1035,10 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
 
   /** Old side, the new version failed: keep serving, tell systemd (READY=1 always follows RELOADING=1) and log. */
   #upgradeFailed(err: unknown, id: string, started: number, newPid: number | undefined): SdHandoffError {
-    const error = err instanceof SdHandoffError ? err : sdError('SDH_UPGRADE_FAILED', `upgrade failed: ${(err as Error).message}`, { cause: err });
+    // A project code says what failed (SDH_UPGRADE_TIMEOUT, SDH_STOPPED...); an errno (EPIPE from a write to the new
+    // version, ECONNREFUSED from the notify socket) is how, not what: the upgrade failed, and the errno is its cause.
+    const error =
+      err instanceof SdHandoffError && err.code.startsWith('SDH_') ? err : sdError('SDH_UPGRADE_FAILED', `upgrade failed: ${(err as Error).message}`, { cause: err });
     this.#state = this.#stopPromise ? State.STOPPING : State.READY;
     this.lastUpgrade = { ok: false, at: new Date().toISOString(), error: error.message };
     // The new version may have written its pid before it failed: the file must name the process that serves. A PID

@@ -58,7 +58,11 @@ describe('Upgrader: faults in the old process', () => {
   it('RELOADING=1 that cannot be sent fails that upgrade only: the next one is not refused as "in progress"', async () => {
     const { upg, notifier } = await oldVersion();
     notifier.failReloading = true;
-    expect((await failing(upg.upgrade())).code).toBe('ECONNREFUSED');
+    const first = await failing(upg.upgrade());
+    // The upgrade failed (the code users match on); the errno is its cause, named in the message.
+    expect(first.code).toBe('SDH_UPGRADE_FAILED');
+    expect(first.message).toContain('ECONNREFUSED');
+    expect((first.cause as SdHandoffError).code).toBe('ECONNREFUSED');
     expect(upg.state).toBe('ready');
     notifier.failReloading = false;
     notifier.failMainPid = true; // the second upgrade fails later, at the handover; it must have started at all
@@ -69,7 +73,7 @@ describe('Upgrader: faults in the old process', () => {
   it('MAINPID= that cannot be sent: the ready new version is killed, not left holding the listeners', async () => {
     const { upg, notifier, logs } = await oldVersion();
     notifier.failMainPid = true;
-    expect((await failing(upg.upgrade())).code).toBe('ECONNREFUSED');
+    expect((await failing(upg.upgrade())).code).toBe('SDH_UPGRADE_FAILED');
     const newPid = logs.find((e) => e.event === 'upgrade-failed')?.newPid as number;
     expect(newPid).toBeGreaterThan(0);
     world.procs.track(newPid);
