@@ -71,6 +71,37 @@ export function descendants(root: number, procs: ProcEntry[]): number[] {
   return found;
 }
 
+/** Options of the inits that take a value (`tini -p SIGKILL`, `dumb-init -r 15:2`). */
+const WITH_VALUE = new Set(['-p', '-e', '-r', '--rewrite']);
+
+/**
+ * True when the init sends every signal it forwards to its child's whole process group, which the versions of the
+ * service share: `dumb-init` by default (not with `-c`/`--single-child` or `DUMB_INIT_SETSID=0`), `tini -g` or
+ * `TINI_KILL_PROCESS_GROUP`, `catatonit -g`. Measured with Debian's tini 0.19.0, dumb-init 1.2.5, catatonit 0.1.7.
+ * `argv` is the init's command line, `env` its environment (`KEY=value` strings).
+ */
+export function initSignalsGroup(init: string, argv: readonly string[], env: readonly string[]): boolean {
+  const options: string[] = [];
+  for (let i = 1; i < argv.length && argv[i]!.startsWith('-') && argv[i] !== '--'; i++) {
+    options.push(argv[i]!);
+    if (WITH_VALUE.has(argv[i]!)) i++;
+  }
+  const short = (letter: string): boolean => options.some((o) => /^-[a-z]+$/i.test(o) && o.includes(letter));
+  if (init === 'dumb-init') return !short('c') && !options.includes('--single-child') && !env.includes('DUMB_INIT_SETSID=0');
+  if (init === 'catatonit') return short('g');
+  if (init.startsWith('tini') || init === 'docker-init') return short('g') || env.some((e) => e.startsWith('TINI_KILL_PROCESS_GROUP='));
+  return false;
+}
+
+/** NUL-separated /proc/PID/{cmdline,environ} as a list (empty when unreadable). */
+function procList(pid: number, what: 'cmdline' | 'environ'): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/${what}`, 'utf8').split('\0').filter((a) => a !== '');
+  } catch {
+    return [];
+  }
+}
+
 /** The `comm` of process `pid`, or undefined when it cannot be read. */
 function comm(pid: number): string | undefined {
   try {
@@ -133,7 +164,8 @@ export class ContainerGuard {
   /** At the handover, old side: under an exiting init, start adopting and forwarding signals to the new version. */
   handedOver(child: ChildProcess | undefined): void {
     if (this.init === undefined || !child?.pid || this.#waiter) return;
-    this.#waiter = new SuccessorWaiter({ pid: this.#o.pid, addon: this.#o.addon, log: this.#o.log, init: this.init });
+    const group = initSignalsGroup(this.init, procList(this.#o.ppid, 'cmdline'), procList(this.#o.ppid, 'environ'));
+    this.#waiter = new SuccessorWaiter({ pid: this.#o.pid, addon: this.#o.addon, log: this.#o.log, init: this.init, group });
     this.#waiter.begin(child);
   }
 
@@ -149,6 +181,17 @@ const OTHER_SIGNALS: NodeJS.Signals[] = ['SIGHUP', 'SIGQUIT', 'SIGUSR2'];
 /** How often the waiter looks at an adopted version (waitpid WNOHANG: Node is not told of adopted children). */
 const POLL_MS = 100;
 
+/** What {@link SuccessorWaiter} is given. */
+export interface WaiterOptions {
+  pid: number;
+  addon: NativeAddon;
+  log: Log;
+  /** The init's name, for the log. */
+  init: string;
+  /** The init signals the whole process group itself ({@link initSignalsGroup}): nothing to forward. */
+  group: boolean;
+}
+
 /**
  * The old process kept alive under an init that exits with its child: PR_SET_CHILD_SUBREAPER, so each version
  * orphaned by a later upgrade is reparented here, then it follows the serving version from one to the next (a
@@ -156,15 +199,17 @@ const POLL_MS = 100;
  * of the last one.
  */
 export class SuccessorWaiter {
-  readonly #o: { pid: number; addon: NativeAddon; log: Log; init: string };
+  readonly #o: WaiterOptions;
   #current = 0;
   /** Children this process had at the handover: spawned by Node, so never waited for here (libuv would lose them). */
   #own = new Set<number>();
   #stopSignal: NodeJS.Signals | undefined;
+  /** Pids a stop signal was forwarded to. */
+  readonly #stopped = new Set<number>();
   #done!: (status: number) => void;
   readonly #status = new Promise<number>((resolve) => (this.#done = resolve));
 
-  constructor(options: { pid: number; addon: NativeAddon; log: Log; init: string }) {
+  constructor(options: WaiterOptions) {
     this.#o = options;
   }
 
@@ -185,8 +230,15 @@ export class SuccessorWaiter {
   }
 
   #forward(sig: NodeJS.Signals): void {
-    const targets = STOP_SIGNALS.includes(sig) ? descendants(this.#o.pid, listProcesses()) : [this.#current];
-    if (STOP_SIGNALS.includes(sig)) this.#stopSignal = sig;
+    // The init signalled every version itself: a second copy could reach one that has just removed its handlers.
+    if (this.#o.group) return;
+    const stop = STOP_SIGNALS.includes(sig);
+    // A stop goes once to each process: a second one may arrive after it removed its handlers, and kill it.
+    const targets = stop ? descendants(this.#o.pid, listProcesses()).filter((p) => !this.#stopped.has(p)) : [this.#current];
+    if (stop) {
+      this.#stopSignal = sig;
+      for (const pid of targets) this.#stopped.add(pid);
+    }
     for (const pid of targets) {
       try {
         process.kill(pid, sig);
@@ -212,7 +264,8 @@ export class SuccessorWaiter {
     }
     this.#current = next;
     o.log({ priority: 6, event: 'waiter-follows', message: `pid ${pid} handed over and exited: waiter pid ${o.pid} now waits for pid ${next}`, oldPid: pid, newPid: next });
-    // A stop that reached only the old version (it ignores stops while draining) still applies to its successor.
+    // A stop that reached only the old version (it ignores stops while draining) still applies to a successor it
+    // did not reach (started since).
     if (this.#stopSignal) this.#forward(this.#stopSignal);
     this.#poll(next);
   }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { NativeAddon } from '../../src/native.js';
-import { ContainerGuard, descendants, parseStat, type ProcEntry } from '../../src/upgrade/pid1.js';
+import { ContainerGuard, descendants, initSignalsGroup, parseStat, type ProcEntry } from '../../src/upgrade/pid1.js';
 
 const withReaper = { setChildSubreaper: () => {}, waitPid: () => null } as unknown as NativeAddon;
 const withoutReaper = {} as NativeAddon;
@@ -73,5 +73,24 @@ describe('/proc parsing', () => {
     const procs = [p(1, 0), p(2, 1), p(3, 2), p(4, 3), p(5, 1), p(6, 99)];
     expect(descendants(2, procs).sort()).toEqual([3, 4]);
     expect(descendants(1, procs).sort()).toEqual([2, 3, 4, 5]);
+  });
+});
+
+describe('inits that signal the whole process group (the waiter then forwards nothing)', () => {
+  // As measured: SIGTERM to the init reached the grandchild only in these cases.
+  it.each([
+    ['tini', ['tini', '--', 'node', 'a.js'], [], false],
+    ['tini', ['tini', '-g', '--', 'node', 'a.js'], [], true],
+    ['tini', ['tini', '-sg', 'node', 'a.js'], [], true],
+    ['tini', ['tini', '-p', 'SIGKILL', '--', 'node', '-g'], [], false],
+    ['docker-init', ['/sbin/docker-init', '--', 'node', 'a.js'], ['TINI_KILL_PROCESS_GROUP=1'], true],
+    ['dumb-init', ['dumb-init', 'node', 'a.js'], [], true],
+    ['dumb-init', ['dumb-init', '-c', 'node', 'a.js'], [], false],
+    ['dumb-init', ['dumb-init', '--single-child', 'node', 'a.js'], [], false],
+    ['dumb-init', ['dumb-init', '-r', '15:2', 'node', 'a.js'], ['DUMB_INIT_SETSID=0'], false],
+    ['catatonit', ['catatonit', '--', 'node', 'a.js'], [], false],
+    ['catatonit', ['catatonit', '-g', '--', 'node', 'a.js'], [], true],
+  ] as const)('%s %j %j: %s', (init, argv, env, group) => {
+    expect(initSignalsGroup(init, argv, env)).toBe(group);
   });
 });
