@@ -126,6 +126,22 @@ describe('scripts/test.mjs: the runs of npm test', () => {
   });
 });
 
+describe('vitest.config.ts: project names under npm test', () => {
+  const list = (args: string[], env: NodeJS.ProcessEnv) =>
+    spawnSync(process.execPath, [path.join(ROOT, 'node_modules/vitest/vitest.mjs'), 'list', ...args, 'test/unit/lab-time.test.ts'], {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+      encoding: 'utf8',
+    }).stdout.trim().split('\n');
+
+  it("carry the Node version in npm test's runs, which still select them, and stay plain for vitest --project unit", () => {
+    const labelled = list(RUNS[1].args, { SDH_TEST_NODE_LABEL: '1' });
+    expect(labelled.length).toBeGreaterThan(1);
+    expect(labelled.every((l) => l.startsWith(`[unit · node ${process.versions.node}] test/unit/lab-time.test.ts > `))).toBe(true);
+    expect(list(['--project=unit'], { SDH_TEST_NODE_LABEL: '' })[0]).toMatch(/^\[unit\] test\/unit\/lab-time\.test\.ts > /);
+  });
+});
+
 describe('scripts/ensure-tools.mjs: what the lab needs from the machine', () => {
   const debian = { ID: 'debian', PRETTY_NAME: 'Debian GNU/Linux 12 (bookworm)' };
   const all = new Set<string>(TOOLS.map((t: { pkg: string }) => t.pkg));
