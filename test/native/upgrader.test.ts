@@ -174,6 +174,9 @@ describe('Upgrader with hello-http as a real process', () => {
       expect(world.procs.output).toContain(`new pid ${hangingPid} not ready after 1500 ms at nice +10: back to the serving priority`);
     }
     await waitFor('the hanging version to be killed', () => !alive(hangingPid), 10_000);
+    // The failed upgrade ends a moment after its process (Node 24 under load: a SIGHUP in between was refused as
+    // "an upgrade is already in progress" and the test timed out): the next one starts once it is reported.
+    await waitFor('the failed upgrade to be reported', () => world.procs.output.includes(`the new version (pid ${hangingPid}) did not become ready`), 10_000);
     rmSync(hangFile);
     const newPid = await upgradeBySignal(oldPid);
     // Raised back at the handover: threads started during the niced start-up included.
