@@ -13,7 +13,7 @@ import { TOOLS, isDebianLike, parseOsRelease, plan } from '../../scripts/ensure-
 // @ts-expect-error -- as above
 import { MANIFEST } from '../../scripts/summary.mjs';
 // @ts-expect-error -- as above
-import { RUNS, selectRuns, vitestCommand } from '../../scripts/test.mjs';
+import { RUNS, selectRuns, splitCovered, vitestCommand } from '../../scripts/test.mjs';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const SUMMARY = path.join(ROOT, 'scripts/summary.mjs');
@@ -106,6 +106,10 @@ describe('scripts/test.mjs: the runs of npm test', () => {
     // `npm test -- some.test.ts`: the lab run's files are fixed, so a filtered run leaves it out.
     expect(ids(selectRuns({}, true))).toEqual(['main', 'node22', 'node24']);
     expect(ids(selectRuns({ SDH_TEST_RUNS: 'lab-node24, node24' }, true))).toEqual(['node24', 'lab-node24']);
+    // On a host already running Node 24, its extra runs would repeat the main run.
+    expect(splitCovered(RUNS, 24).map(ids)).toEqual([['main', 'node22'], ['node24', 'lab-node24']]);
+    expect(splitCovered(RUNS, 20).map(ids)).toEqual([['main', 'node22', 'node24', 'lab-node24'], []]);
+    expect(splitCovered(selectRuns({ SDH_TEST_RUNS: 'node24' }), 24).map(ids)).toEqual([['node24'], []]);
     expect(() => selectRuns({ SDH_TEST_RUNS: 'node23' })).toThrow('SDH_TEST_RUNS="node23" names unknown run(s) node23; known: main, node22, node24, lab-node24');
   });
 
