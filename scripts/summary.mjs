@@ -36,7 +36,8 @@ export function countReport(report) {
 
 /**
  * One run's counts: its report read and counted, or, when the report is missing or unreadable (the run crashed,
- * its Node could not be installed), one failure that says why.
+ * its Node could not be installed), one failure that says why. A run that exited non-zero with no failed test in
+ * its report (an unhandled error, a global teardown that failed) counts one failure too.
  */
 export function countRun(run, readText = (f) => readFileSync(f, 'utf8')) {
   let report;
@@ -46,7 +47,12 @@ export function countRun(run, readText = (f) => readFileSync(f, 'utf8')) {
     const why = run.error ?? `no test report at ${run.report}: ${err.message}`;
     return { passed: 0, failed: 1, skipped: 0, failures: [why] };
   }
-  return countReport(report);
+  const c = countReport(report);
+  if (typeof run.status === 'number' && run.status !== 0 && c.failed === 0) {
+    c.failed = 1;
+    c.failures.push(run.error ?? `vitest exited ${run.status} with no failed test in ${run.report}: an error outside the tests (see the run's output)`);
+  }
+  return c;
 }
 
 const plural = (c) => `${c.passed} passed, ${c.failed} failed${c.skipped ? `, ${c.skipped} skipped` : ''}`;

@@ -47,12 +47,12 @@ describe('scripts/summary.mjs: the closing line of npm test and .ci/run', () => 
     const r = spawnSync(process.execPath, [SUMMARY, ...args], { cwd, encoding: 'utf8' });
     return { lines: r.stdout.trimEnd().split('\n'), status: r.status };
   };
-  const world = (name: string, runs: Array<{ label: string; report: string; wallMs?: number; body?: object }>) => {
+  const world = (name: string, runs: Array<{ label: string; report: string; wallMs?: number; status?: number; body?: object }>) => {
     const cwd = path.join(dir, name);
     rmSync(cwd, { recursive: true, force: true });
     mkdirSync(cwd);
     for (const r of runs) if (r.body) writeFileSync(path.join(cwd, r.report), JSON.stringify(r.body));
-    writeFileSync(path.join(cwd, MANIFEST), JSON.stringify({ runs: runs.map(({ body: _, ...r }) => ({ ...r, status: 0 })) }));
+    writeFileSync(path.join(cwd, MANIFEST), JSON.stringify({ runs: runs.map(({ body: _, ...r }) => ({ status: 0, ...r })) }));
     return cwd;
   };
 
@@ -85,6 +85,18 @@ describe('scripts/summary.mjs: the closing line of npm test and .ci/run', () => 
     expect(lines).toContain('node 24.22.3 · unit, native: 0 passed, 1 failed');
     expect(lines.find((l) => l.includes('[node 24.22.3 · unit, native] no test report at'))).toContain('test-results.node24.json');
     expect(lines.at(-1)).toBe('5 passed, 3 failed');
+  });
+
+  it('counts a run that exited non-zero with every test passed (its global teardown failed) as a failure', () => {
+    const cwd = world('teardown', [
+      { label: 'node 20.20.2 · unit', report: 'test-results.json', body: report({ a: ok(3) }) },
+      { label: 'node 24.22.3 · lab', report: 'test-results.lab-node24.json', status: 1, body: report({ b: ok(2) }) },
+    ]);
+    const { lines, status } = summary(cwd);
+    expect(status).toBe(1);
+    expect(lines).toContain('node 24.22.3 · lab: 2 passed, 1 failed');
+    expect(lines.some((l) => l.startsWith('  FAIL [node 24.22.3 · lab] vitest exited 1 with no failed test in'))).toBe(true);
+    expect(lines.at(-1)).toBe('5 passed, 1 failed');
   });
 
   it('counts the reports it is given (the VM run) and fails a run that executed nothing', () => {
