@@ -102,8 +102,8 @@ function aptGet(args) {
   return { ok: r.status === 0, output: `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? r.error.message : ''}` };
 }
 
-/** Runs the plan on this machine; returns the rows still missing afterwards. */
-export function ensureTools({ check = false, log = console.log } = {}) {
+/** Runs the plan on this machine for `tools` (default all); returns the rows still missing afterwards. */
+export function ensureTools({ check = false, log = console.log, tools = TOOLS } = {}) {
   let osRelease = {};
   try {
     osRelease = parseOsRelease(readFileSync('/etc/os-release', 'utf8'));
@@ -111,8 +111,8 @@ export function ensureTools({ check = false, log = console.log } = {}) {
     /* not a Linux with os-release: only commands can be checked */
   }
   const debian = isDebianLike(osRelease) && hasCommand('dpkg-query');
-  const installed = debian ? dpkgInstalled(TOOLS.map((t) => t.pkg)) : undefined;
-  const p = plan({ osRelease, uid: process.getuid?.() ?? -1, installed });
+  const installed = debian ? dpkgInstalled(tools.map((t) => t.pkg)) : undefined;
+  const p = plan({ osRelease, uid: process.getuid?.() ?? -1, tools, installed });
   if (p.action === 'none') return [];
   const list = p.missing.map((t) => `  ${t.pkg} (${t.command}): ${t.why}`).join('\n');
   if (check || p.action === 'report') {

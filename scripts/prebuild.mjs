@@ -16,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { nodeGypCommand, nodeGypEnv, packageRoot } from './build-native.mjs';
+import { ensureTools, TOOLS } from './ensure-tools.mjs';
 
 /** Newest glibc symbol version a prebuild may need (Debian buster, RHEL 8, Ubuntu 18.10). */
 export const MAX_GLIBC = '2.28';
@@ -59,8 +60,13 @@ export function compareVersions(a, b) {
 function compilerEnv(arch) {
   const prefix = toolPrefix(arch);
   const cxx = `${prefix}g++`;
-  const probe = spawnSync(cxx, ['--version'], { stdio: 'ignore' });
-  if (probe.error || probe.status !== 0) {
+  const found = () => {
+    const probe = spawnSync(cxx, ['--version'], { stdio: 'ignore' });
+    return !probe.error && probe.status === 0;
+  };
+  // As root on Debian/Ubuntu (a fresh clone's `npm pack`), install the cross compiler as `npm test` would.
+  if (!found() && prefix) ensureTools({ tools: TOOLS.filter((t) => t.pkg === ARCHES[arch].debian), log: (l) => console.error(l) });
+  if (!found()) {
     const pkg = prefix ? ARCHES[arch].debian : 'g++ (build-essential)';
     throw new Error(`prebuild: ${cxx} not found, needed for the linux-${arch} prebuild: install Debian's ${pkg} (apt-get install ${pkg.split(' ')[0]})`);
   }
