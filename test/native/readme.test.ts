@@ -84,9 +84,13 @@ describe('README snippets, run as written outside systemd', () => {
 
   it.skipIf(!isRoot)('the tour: serves on 127.0.0.1:8080, writes /tmp/hello.pid, upgrades on SIGHUP, stops on SIGTERM', async () => {
     const file = write('tour.mjs', tour!);
+    // The package is bound in (not symlinked) before /tmp goes private: a checkout under /tmp would vanish with it.
+    const link = path.join(dir, 'node_modules', 'sd-handoff');
+    rmSync(link);
+    mkdirSync(link);
     // unshare (no --fork) execs in place: the pid spawned is the pid of the node that runs the snippet.
-    const setup = 'mount -t tmpfs tmpfs /tmp && ip link set lo up && exec "$@"';
-    const child = spawn('unshare', ['--mount', '--net', 'sh', '-c', setup, 'sh', process.execPath, file], { env: shellEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+    const setup = 'mount --bind "$1" "$2" && shift 2 && mount -t tmpfs tmpfs /tmp && ip link set lo up && exec "$@"';
+    const child = spawn('unshare', ['--mount', '--net', 'sh', '-c', setup, 'sh', ROOT, link, process.execPath, file], { cwd: dir, env: shellEnv, stdio: ['ignore', 'pipe', 'pipe'] });
     const output = collect(child);
     const oldExit = exited(child);
     const oldPid = child.pid!;
@@ -103,7 +107,9 @@ describe('README snippets, run as written outside systemd', () => {
     expect(pidFile(oldPid)).toBe(`${oldPid}\n`);
 
     process.kill(oldPid, 'SIGHUP');
-    const newPid = await waitFor('the new version to start', () => childrenOf(oldPid)[0], 15_000);
+    const newPid = await waitFor('the new version to start', () => childrenOf(oldPid)[0], 15_000).catch((err: Error) => {
+      throw new Error(`${err.message}; the tour printed:\n${output.text()}`);
+    });
     procs.track(newPid);
     await waitFor('the new version to write its pid', () => pidFile(newPid) === `${newPid}\n`, 30_000, 100);
     procs.track(newPid);
