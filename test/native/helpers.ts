@@ -1,6 +1,6 @@
 /** Real processes and sockets for process tests: services started by pid, a notify socket that records. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -48,6 +48,22 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | false |
     if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
+}
+
+/** Live children of `pid`, sorted (from every /proc/<pid>/stat's ppid field; zombies left out). */
+export function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[1]) === pid && fields[0] !== 'Z') out.push(Number(name));
+    } catch {
+      /* gone */
+    }
+  }
+  return out.sort((a, b) => a - b);
 }
 
 /** The pid a PID file names (undefined when missing or not a pid): the library's own reader. */

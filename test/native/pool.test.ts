@@ -3,11 +3,11 @@
  * workers restarted in place by SIGUSR2 under load, a worker killed with SIGKILL, a worker that hangs, and new
  * workers that fail; a notify socket bound by the test stands in for systemd's.
  */
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { startLoad, type Counts } from '../../bench/load.js';
-import { alive, readPid, serviceWorld, waitFor } from './helpers.js';
+import { alive, childrenOf, readPid, serviceWorld, waitFor } from './helpers.js';
 
 const world = serviceWorld({
   // Workers first (they are not in procs until seen), then every primary.
@@ -15,22 +15,6 @@ const world = serviceWorld({
     for (const pid of [...procs.pids]) for (const w of childrenOf(pid)) procs.track(w);
   },
 });
-
-/** Live children of `pid` (from /proc/<pid>/stat's ppid field). */
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(fields[1]) === pid && fields[0] !== 'Z') out.push(Number(name));
-    } catch {
-      /* gone */
-    }
-  }
-  return out.sort((a, b) => a - b);
-}
 
 async function startPool(workers: number, extra: NodeJS.ProcessEnv = {}): Promise<{ primary: number; workers: number[] }> {
   const { pid: primary } = await world.startHello({ WORKERS: String(workers), DRAIN_TIMEOUT_MS: '8000', ...extra });

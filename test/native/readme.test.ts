@@ -6,11 +6,11 @@
  * machine runs on port 8080.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { alive, NotifyRecorder, Procs, ROOT, waitFor } from './helpers.js';
+import { alive, childrenOf, NotifyRecorder, Procs, ROOT, waitFor } from './helpers.js';
 
 const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
 const snippets = [...readme.matchAll(/^```js\n([\s\S]*?)^```$/gm)].map((m) => m[1]!);
@@ -51,21 +51,6 @@ function collect(child: ChildProcess): { text: () => string } {
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
   return { text: () => out };
-}
-
-/** Pids whose parent is `pid` (from /proc). */
-function childrenOf(pid: number): number[] {
-  return readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
-    .filter((d) => {
-      try {
-        const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid;
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
 }
 
 /** GET http://127.0.0.1:8080/ from inside the network namespace of `pid`; the body, or undefined on any error. */

@@ -2,14 +2,14 @@
  * Faults inside the old process during an upgrade, with the old Upgrader in this process (its notifier made to
  * fail where a test says) and a real new version (test/fixtures/plain-service.mjs) started by it.
  */
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SdHandoffError } from '../../src/errors.js';
 import { Notifier } from '../../src/notify.js';
 import { Upgrader, type UpgradeLogEntry } from '../../src/upgrade/upgrader.js';
-import { ROOT, alive, readPid, serviceWorld, waitFor } from './helpers.js';
+import { ROOT, alive, childrenOf, readPid, serviceWorld, waitFor } from './helpers.js';
 
 const world = serviceWorld({ pidFile: 'faults.pid' });
 const FIXTURE = path.join(ROOT, 'test/fixtures/plain-service.mjs');
@@ -132,15 +132,6 @@ describe('Upgrader: a forged SDH_UPGRADE', () => {
 });
 
 describe('Upgrader: the old version dies during an upgrade', () => {
-  /** Children of `pid` (/proc/PID/task/PID/children). */
-  const childrenOf = (pid: number): number[] => {
-    try {
-      return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-    } catch {
-      return [];
-    }
-  };
-
   async function startThenKillOld(env: NodeJS.ProcessEnv, afterMs: number): Promise<{ oldPid: number; newPid: number }> {
     world.procs.start(FIXTURE, { PORT: String(world.port), PIDFILE: world.pidFile, START_DELAY_MS: '1500', ...env });
     const oldPid = await waitFor('the PID file', () => readPid(world.pidFile));
