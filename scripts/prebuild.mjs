@@ -9,8 +9,11 @@
 //
 //   node scripts/prebuild.mjs              both arches
 //   node scripts/prebuild.mjs arm64        only the ones named
+//   node scripts/prebuild.mjs --if-changed skips an arch whose prebuild was made from these very sources (`prepack`:
+//                                          a second `npm pack` takes seconds, not the two builds' minute)
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -86,6 +89,32 @@ function stage() {
   return dir;
 }
 
+/**
+ * A hash of everything a prebuild is made from: binding.gyp, native/, this script and build-native.mjs, the
+ * node-addon-api headers' version and the arch. Content, not mtimes: a fresh clone's files are all new.
+ */
+export function sourcesHash(arch, root = packageRoot) {
+  const h = createHash('sha256').update(arch);
+  const files = ['binding.gyp', 'scripts/prebuild.mjs', 'scripts/build-native.mjs', ...readdirSync(path.join(root, 'native')).sort().map((f) => `native/${f}`)];
+  for (const f of files) h.update(f).update(readFileSync(path.join(root, f)));
+  h.update(createRequire(import.meta.url)('node-addon-api/package.json').version);
+  return h.digest('hex');
+}
+
+/** Where the hash of a prebuild's sources is kept: under build/, which the package does not ship. */
+function stampPath(arch, root = packageRoot) {
+  return path.join(root, 'build', `prebuild-linux-${arch}.sha256`);
+}
+
+/** True when the prebuild of `arch` exists and was made from the sources as they are now. */
+export function upToDate(arch, root = packageRoot) {
+  try {
+    return existsSync(prebuildPath(arch, root)) && readFileSync(stampPath(arch, root), 'utf8').trim() === sourcesHash(arch, root);
+  } catch {
+    return false;
+  }
+}
+
 /** Builds, checks and installs the prebuild for one arch. Returns its path and the glibc it needs. */
 export function prebuild(arch) {
   if (!ARCHES[arch]) throw new Error(`prebuild: arch must be one of ${Object.keys(ARCHES).join(', ')}, got ${JSON.stringify(arch)}`);
@@ -103,7 +132,8 @@ export function prebuild(arch) {
     const bin = createRequire(import.meta.url).resolve('prebuildify/bin.js');
     const args = [bin, '--napi', '--strip', '--strip-bin', extra.STRIP ?? 'strip', '--arch', arch, '--platform', 'linux',
       '--tag-libc', '--libc', 'glibc', '--target', `node@${process.versions.node}`, '--node-gyp', nodeGyp, '--cwd', dir];
-    const r = spawnSync(process.execPath, args, { cwd: dir, env, stdio: ['ignore', 'inherit', 'inherit'] });
+    // Its output goes to stderr: `npm pack --json` runs this as prepack and must print nothing but its JSON on stdout.
+    const r = spawnSync(process.execPath, args, { cwd: dir, env, stdio: ['ignore', 2, 'inherit'] });
     if (r.status !== 0) throw new Error(`prebuild: prebuildify for linux-${arch} failed (status ${r.status ?? r.signal}); its output is above`);
     const built = prebuildPath(arch, dir);
     const glibc = maxGlibc(built, arch) ?? '0';
@@ -115,6 +145,8 @@ export function prebuild(arch) {
     // Copied beside and renamed, so a concurrent loader never sees half a file.
     copyFileSync(built, `${dest}.tmp-${process.pid}`);
     renameSync(`${dest}.tmp-${process.pid}`, dest);
+    mkdirSync(path.dirname(stampPath(arch)), { recursive: true });
+    writeFileSync(stampPath(arch), `${sourcesHash(arch)}\n`);
     return { path: dest, glibc };
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -122,12 +154,18 @@ export function prebuild(arch) {
 }
 
 function main(argv) {
-  const arches = argv.length ? argv : Object.keys(ARCHES);
+  const ifChanged = argv.includes('--if-changed');
+  const named = argv.filter((a) => a !== '--if-changed');
+  const arches = named.length ? named : Object.keys(ARCHES);
   try {
     for (const arch of arches) {
+      if (ifChanged && ARCHES[arch] && upToDate(arch)) {
+        console.error(`prebuild: ${path.relative(packageRoot, prebuildPath(arch))} is up to date with its sources`);
+        continue;
+      }
       const t0 = Date.now();
       const { path: file, glibc } = prebuild(arch);
-      console.log(`prebuild: ${path.relative(packageRoot, file)} (needs GLIBC_${glibc}, ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+      console.error(`prebuild: ${path.relative(packageRoot, file)} (needs GLIBC_${glibc}, ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
     }
     return 0;
   } catch (err) {

@@ -9,6 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ARCHES, ROOT, ensurePrebuilds, type Arch } from './prebuild-setup.js';
+// @ts-expect-error -- a plain ESM script (run by node before anything is compiled), no type declarations
+import { sourcesHash, upToDate } from '../../scripts/prebuild.mjs';
 
 const OBJDUMP: Record<Arch, string> = { x64: 'objdump', arm64: 'aarch64-linux-gnu-objdump' };
 const MACHINE: Record<Arch, RegExp> = { x64: /architecture: i386:x86-64/, arm64: /architecture: aarch64/ };
@@ -51,6 +53,24 @@ describe.each(ARCHES)('prebuilds/linux-%s', (arch) => {
 });
 
 describe('npm run build:prebuilds', () => {
+  it('--if-changed (prepack) keeps a prebuild made from the same sources and rebuilds after any source changes', () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'sdh-stamp-'));
+    try {
+      for (const f of ['binding.gyp', 'scripts/prebuild.mjs', 'scripts/build-native.mjs', 'native']) fs.cpSync(path.join(ROOT, f), path.join(root, f), { recursive: true });
+      fs.mkdirSync(path.join(root, 'prebuilds/linux-x64'), { recursive: true });
+      fs.writeFileSync(path.join(root, 'prebuilds/linux-x64/sd-handoff.glibc.node'), '');
+      fs.mkdirSync(path.join(root, 'build'));
+      expect(upToDate('x64', root)).toBe(false); // no stamp: never built here
+      fs.writeFileSync(path.join(root, 'build/prebuild-linux-x64.sha256'), `${sourcesHash('x64', root)}\n`);
+      expect(upToDate('x64', root)).toBe(true);
+      expect(upToDate('arm64', root)).toBe(false); // the stamp is per arch, and there is no arm64 prebuild
+      fs.appendFileSync(path.join(root, 'native/common.cc'), '\n// changed\n');
+      expect(upToDate('x64', root)).toBe(false);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+
   it('without the cross compiler: fails, naming the Debian package, and leaves the shipped prebuild alone', () => {
     const bin = fs.mkdtempSync(path.join(os.tmpdir(), 'sdh-nocross-'));
     try {
